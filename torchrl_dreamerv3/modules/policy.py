@@ -1,0 +1,81 @@
+"""The acting policy for TorchRL collectors: encoder -> one posterior step -> sampled action."""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.data import Composite, Unbounded
+from torchrl.envs import TensorDictPrimer
+
+from .factory import DreamerV3Modules
+
+__all__ = ["DreamerV3Policy", "make_state_primer"]
+
+
+class DreamerV3Policy(TensorDictModuleBase):
+    """Filters each new observation into the RSSM state and samples an action (SPEC §9 "Acting").
+
+    The recurrent carry lives in the tensordict: ``deter`` and ``stoch`` (the posterior of the last
+    step) and ``prev_action``. A :class:`~torchrl.envs.TensorDictPrimer` made by
+    :func:`make_state_primer` zeroes them at reset and carries them from one step to the next; the
+    RSSM also zeroes them wherever ``is_first`` is set. After the call, row ``t`` holds the posterior
+    of observation ``t`` in ``deter``/``stoch`` (what the replay stores) and the action in both
+    ``action`` and ``prev_action`` (the latter is the carry for step ``t + 1``).
+
+    Actions are always sampled, in evaluation too, as the reference does. Runs without gradient.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import OneHot
+        >>> from torchrl_dreamerv3.modules import make_dreamerv3
+        >>> agent = make_dreamerv3({"observation": (4,)}, OneHot(2), "debug")
+        >>> policy = DreamerV3Policy(agent)
+        >>> td = TensorDict({"observation": torch.randn(3, 4), "is_first": torch.ones(3, 1, dtype=torch.bool),
+        ...                  "deter": torch.zeros(3, 8), "stoch": torch.zeros(3, 2, 4),
+        ...                  "prev_action": torch.zeros(3, 2)}, batch_size=[3])
+        >>> policy(td)["action"].sum(-1)
+        tensor([1, 1, 1])
+    """
+
+    def __init__(self, modules: DreamerV3Modules, action_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.agent = modules
+        k = modules.keys
+        self.action_dtype = action_dtype
+        self.in_keys = [*modules.encoder.in_keys, k.is_first, k.deter, k.stoch, k.prev_action]
+        self.out_keys = [k.deter, k.stoch, k.action, k.prev_action]
+
+    @torch.no_grad()
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        k, agent = self.agent.keys, self.agent
+        for key in self.in_keys:
+            if key not in tensordict.keys(True):
+                raise KeyError(
+                    f"DreamerV3Policy needs {key!r} in the tensordict; the carry keys come from "
+                    f"make_state_primer(...), the observation flags from EpisodeStream"
+                )
+        step = tensordict.select(*agent.encoder.in_keys, k.is_first)
+        step.set(k.prev_deter, tensordict.get(k.deter))
+        step.set(k.prev_stoch, tensordict.get(k.stoch))
+        step.set(k.prev_action, tensordict.get(k.prev_action))
+        step = agent.actor(agent.observe_step(agent.encoder(step)))
+        action = step.get(k.action)
+        if self.action_dtype is not None:
+            action = action.to(self.action_dtype)
+        tensordict.set(k.deter, step.get(k.deter))
+        tensordict.set(k.stoch, step.get(k.stoch))
+        tensordict.set(k.action, action)
+        tensordict.set(k.prev_action, action.to(torch.float32))
+        return tensordict
+
+
+def make_state_primer(modules: DreamerV3Modules) -> TensorDictPrimer:
+    """Zero-initialised carry ``deter``, ``stoch``, ``prev_action`` for :class:`DreamerV3Policy`."""
+    cfg, k = modules.cfg, modules.keys
+    spec = Composite({
+        k.deter: Unbounded(shape=(cfg.deter,)),
+        k.stoch: Unbounded(shape=(cfg.stoch, cfg.classes)),
+        k.prev_action: Unbounded(shape=(modules.action_dim,)),
+    })
+    return TensorDictPrimer(spec, default_value=0.0)

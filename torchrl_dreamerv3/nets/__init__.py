@@ -1,0 +1,39 @@
+"""Plain ``nn.Module`` networks of DreamerV3: tensors in, tensors out (SPEC §2, §4, §5)."""
+from .decoder import MultiDecoder, TransposedConv2d, upsample2x
+from .encoder import MultiEncoder, SameStridedConv2d
+from .heads import BinaryHead, BoundedNormalHead, CategoricalHead, MLPHead, TwoHotHead, check_state
+from .layers import (
+    MLP,
+    RMS_EPS,
+    BlockLinear,
+    ChannelRMSNorm,
+    Conv2d,
+    Linear,
+    NormAct,
+    trunc_normal_in_,
+)
+
+__all__ = [
+    # layers
+    "trunc_normal_in_",
+    "Linear",
+    "BlockLinear",
+    "Conv2d",
+    "ChannelRMSNorm",
+    "NormAct",
+    "MLP",
+    "RMS_EPS",
+    # encoder / decoder
+    "MultiEncoder",
+    "SameStridedConv2d",
+    "MultiDecoder",
+    "TransposedConv2d",
+    "upsample2x",
+    # heads
+    "check_state",
+    "MLPHead",
+    "TwoHotHead",
+    "BinaryHead",
+    "CategoricalHead",
+    "BoundedNormalHead",
+]

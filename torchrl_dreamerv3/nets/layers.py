@@ -1,0 +1,145 @@
+"""Building blocks shared by every DreamerV3 network (SPEC §2).
+
+All layers follow the reference's numerics: ``trunc_normal_in`` initialisation with an
+``outscale`` factor, zero biases, RMSNorm with ``eps=1e-4`` and a scale but no shift,
+and the ``Linear -> RMSNorm -> SiLU`` ordering everywhere.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "trunc_normal_in_",
+    "Linear",
+    "BlockLinear",
+    "Conv2d",
+    "ChannelRMSNorm",
+    "NormAct",
+    "MLP",
+    "RMS_EPS",
+]
+
+RMS_EPS = 1e-4
+# std of a standard normal truncated to [-2, 2] is 0.87962566; the reference multiplies
+# by 1 / 0.87962566 = 1.1368 so that the truncated draw has unit variance.
+_TRUNC_STD_CORRECTION = 1.1368
+
+
+@torch.no_grad()
+def trunc_normal_in_(weight: torch.Tensor, fan_in: int, outscale: float = 1.0) -> torch.Tensor:
+    """In-place ``trunc_normal_in`` init: ``truncnormal(-2, 2) * 1.1368 / sqrt(fan_in) * outscale``.
+
+    ``outscale == 0`` gives an all-zero kernel (the reference's zero-initialised heads).
+    """
+    if outscale == 0.0:
+        return weight.zero_()
+    nn.init.trunc_normal_(weight, mean=0.0, std=1.0, a=-2.0, b=2.0)
+    return weight.mul_(_TRUNC_STD_CORRECTION * math.sqrt(1.0 / fan_in) * outscale)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` with the reference initialisation (zero bias)."""
+
+    def __init__(self, in_features: int, out_features: int, outscale: float = 1.0):
+        self.outscale = outscale
+        super().__init__(in_features, out_features)
+
+    def reset_parameters(self) -> None:
+        trunc_normal_in_(self.weight, self.in_features, self.outscale)
+        nn.init.zeros_(self.bias)
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear layer (reference ``nn.BlockLinear``).
+
+    The input of size ``I`` is split into ``blocks`` groups; group ``g`` is multiplied by its own
+    ``(I/G, O/G)`` kernel. The bias has the full output size. The initialiser's fan-in is the
+    full input size ``I``, not the per-block size, as in the reference.
+    """
+
+    def __init__(self, in_features: int, out_features: int, blocks: int, outscale: float = 1.0):
+        super().__init__()
+        if in_features % blocks or out_features % blocks:
+            raise ValueError(
+                f"BlockLinear: in_features={in_features} and out_features={out_features} "
+                f"must both be divisible by blocks={blocks}"
+            )
+        self.in_features, self.out_features, self.blocks = in_features, out_features, blocks
+        self.outscale = outscale
+        self.weight = nn.Parameter(torch.empty(blocks, in_features // blocks, out_features // blocks))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        trunc_normal_in_(self.weight, self.in_features, self.outscale)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.blocks, self.in_features // self.blocks).transpose(0, 1)
+        y = torch.bmm(x, self.weight).transpose(0, 1)  # (N, G, O/G)
+        return (y.reshape(*lead, self.out_features)) + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, blocks={self.blocks}"
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` with 'same' padding and the reference initialisation (fan-in ``k*k*C_in``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, outscale: float = 1.0):
+        self.outscale = outscale
+        padding = kernel // 2 if stride == 1 else (kernel - 1) // 2
+        super().__init__(in_channels, out_channels, kernel, stride=stride, padding=padding)
+
+    def reset_parameters(self) -> None:
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        trunc_normal_in_(self.weight, fan_in, self.outscale)
+        nn.init.zeros_(self.bias)
+
+
+class ChannelRMSNorm(nn.Module):
+    """RMSNorm over the channel axis of an ``(N, C, H, W)`` feature map (per pixel), scale only."""
+
+    def __init__(self, channels: int, eps: float = RMS_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # computed in float32 as the reference does, then cast back
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.square().mean(1, keepdim=True) + self.eps)
+        return (y * self.weight[:, None, None]).to(x.dtype)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.rms_norm(x.float(), weight.shape, weight, eps).to(x.dtype)
+
+
+class NormAct(nn.Module):
+    """``SiLU(RMSNorm(x))`` over the last axis (scale only, eps 1e-4)."""
+
+    def __init__(self, features: int, eps: float = RMS_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(_rms_norm(x, self.weight, self.eps))
+
+
+class MLP(nn.Sequential):
+    """``layers`` x [Linear(units) -> RMSNorm -> SiLU] (reference ``nn.MLP``)."""
+
+    def __init__(self, in_features: int, layers: int, units: int):
+        blocks = []
+        for i in range(layers):
+            blocks += [Linear(in_features if i == 0 else units, units), NormAct(units)]
+        super().__init__(*blocks)
+        self.in_features = in_features
+        self.out_features = units if layers else in_features
