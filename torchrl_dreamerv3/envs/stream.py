@@ -30,7 +30,7 @@ policy's output, which the stream ignored; the reference driver zeroes it instea
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
