@@ -61,7 +61,8 @@ class MultiDecoder(nn.Module):
     ``forward(deter (..., D), stoch (..., S, Cl))`` returns one tensor per key of :attr:`keys`
     (dict order of ``obs_shapes``): images ``(..., C, H, W)`` in ``(0, 1)``, vectors ``(..., d)``
     in symlog space. Several image keys share one conv stack and split its output channels in
-    key order.
+    key order. Image outputs keep the stack's channels_last strides (no copy; ``is_contiguous()``
+    is False), so use ``reshape`` rather than ``view`` on them.
 
     Examples:
         >>> dec = MultiDecoder({"pixels": (3, 64, 64), "state": (5,)}, deter=8, stoch=2, classes=4,

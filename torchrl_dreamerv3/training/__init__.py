@@ -1,4 +1,13 @@
-"""Glue: the learner update and the training loop."""
+"""Glue: the learner update, the train ratio, checkpoints and the training loop."""
 from .learner import DreamerV3Learner
+from .ratio import TrainRatio
 
-__all__ = ["DreamerV3Learner"]
+
+def train(cfg):
+    """Runs the training loop of :mod:`torchrl_dreamerv3.training.trainer` (imported lazily: it pulls in envs)."""
+    from .trainer import train as _train
+
+    return _train(cfg)
+
+
+__all__ = ["DreamerV3Learner", "TrainRatio", "train"]

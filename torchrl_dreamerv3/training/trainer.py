@@ -1,0 +1,187 @@
+"""The training loop: collect with the acting policy, replay windows, train at the train ratio.
+
+``train(cfg)`` is what ``examples/dreamerv3_atari.py`` runs; every env preset goes through it.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import torch
+import tqdm
+from omegaconf import DictConfig, OmegaConf
+from torchrl.envs.utils import step_mdp
+
+from ..modules import DreamerV3Policy
+from .checkpoint import load_checkpoint, save_checkpoint
+from .logging import MetricLogger, make_logger
+from .ratio import TrainRatio
+from .report import open_loop_video, plot_returns
+from .setup import (
+    REPLAY_KEYS,
+    make_agent,
+    make_collector,
+    make_learner,
+    make_replay,
+    make_train_env,
+    resolve_device,
+    resolve_size,
+    validate_config,
+    with_primer,
+)
+
+__all__ = ["train"]
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes the current update, saves and exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second signal: leave now
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.tqdm.write(f"signal {signum}: finishing the current step, saving a checkpoint, then exiting")
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _evaluate(cfg, agent, policy, episodes: int) -> list[float]:
+    """Runs ``episodes`` episodes of the (stochastic, as in the reference) policy on a fresh env."""
+    from ..envs import make_env
+
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if v is not None}
+    env = with_primer(make_env(kwargs.pop("name"), seed=cfg.seed + 10_000, **kwargs), agent)
+    returns, td = [], env.reset()
+    device = next(agent.parameters()).device
+    while len(returns) < episodes:
+        td = policy(td.to(device)).to("cpu")
+        td = env.step(td)
+        if td["next", "is_last"].item():
+            returns.append(td["next", "episode_reward"].item())
+        td = step_mdp(td)
+    env.close()
+    return returns
+
+
+def train(cfg: DictConfig) -> dict:
+    """Trains DreamerV3 as configured; returns the final counters. See ``configs/config.yaml``."""
+    validate_config(cfg)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    size, note = resolve_size(cfg.model.size, device)
+    logdir = Path(cfg.resume).parent if cfg.resume and Path(cfg.resume).name == "checkpoint" else Path(cfg.resume or cfg.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, logdir / "config.yaml")
+
+    env = make_train_env(cfg)
+    agent = make_agent(cfg, env, device)
+    learner = make_learner(cfg, agent)
+    policy = DreamerV3Policy(agent)
+    replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
+    ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
+    counters = dict(env_steps=0, updates=0, episodes=0)
+    if cfg.resume:
+        counters.update(load_checkpoint(cfg.resume, learner=learner, ratio=ratio, replay=replay))
+        if not counters.pop("replay_restored"):
+            tqdm.tqdm.write("resumed without a saved replay buffer (checkpoint.replay=false): refilling it")
+    logger = MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3",
+                                      OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None),
+                          log_dir=str(logdir))
+    counts = agent.parameter_counts()
+    print(f"torchrl_dreamerv3: env={cfg.env.name} device={device} model={size} params={counts['total']:,} "
+          f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}) logdir={logdir}")
+    if note:
+        print(note)
+    logger.log_hparams(OmegaConf.to_container(cfg, resolve=True))
+
+    env = with_primer(env, agent) if cfg.run.collector == "sync" else env
+    collector = make_collector(cfg, env, policy, device)
+    min_fill = cfg.batch_size * cfg.batch_length
+    bar = tqdm.tqdm(total=int(cfg.run.steps), initial=counters["env_steps"], unit="step", dynamic_ncols=True,
+                    desc="env steps")
+    last = dict(log=time.time(), report=time.time(), save=time.time(), eval_step=counters["env_steps"])
+    rate = dict(t=time.time(), steps=counters["env_steps"], updates=counters["updates"])
+    last_return, metrics = None, None
+    with _StopRequest() as stop:
+        for batch in collector:
+            batch = batch if batch.batch_dims == 2 else batch.unsqueeze(0)  # (envs, time)
+            finished = batch["is_last"].squeeze(-1)
+            for value in batch["episode_reward"].squeeze(-1)[finished].tolist():
+                counters["episodes"] += 1
+                last_return = value
+                logger.log_episode(counters["env_steps"], value)
+            replay.extend(batch.select(*agent.obs_keys, *REPLAY_KEYS))
+            counters["env_steps"] += batch.numel()
+            bar.update(batch.numel())
+
+            if len(replay) >= min_fill and len(replay) // cfg.run.envs > cfg.batch_length + 1:
+                for _ in range(ratio(counters["env_steps"])):
+                    window, info = replay.sample(return_info=True)
+                    window = window.reshape(cfg.batch_size, -1).to(device)
+                    metrics, latents = learner.update(window)
+                    index = tuple(i.reshape(cfg.batch_size, -1)[:, 1:].reshape(-1) for i in info["index"])
+                    replay.storage.set(index, latents.reshape(-1).to("cpu"))
+                    counters["updates"] += 1
+                    if stop.requested:
+                        break
+
+            now = time.time()
+            if now - last["log"] >= cfg.run.log_every:
+                elapsed = now - rate["t"]
+                perf = {"fps": (counters["env_steps"] - rate["steps"]) / elapsed,
+                        "ups": (counters["updates"] - rate["updates"]) / elapsed}
+                logger.log_scalars(perf, counters["env_steps"], "perf")
+                if metrics is not None:
+                    logger.log_scalars(metrics, counters["env_steps"], "train")
+                rate.update(t=now, steps=counters["env_steps"], updates=counters["updates"])
+                last["log"] = now
+                bar.set_postfix(updates=counters["updates"], sps=f"{perf['fps']:.0f}", ups=f"{perf['ups']:.2f}",
+                                ret=None if last_return is None else f"{last_return:.1f}")
+            if metrics is not None and now - last["report"] >= cfg.run.report_every:
+                _report(agent, replay, cfg, logger, counters["env_steps"], device)
+                last["report"] = now
+            if cfg.run.eval_every and counters["env_steps"] - last["eval_step"] >= cfg.run.eval_every:
+                returns = _evaluate(cfg, agent, policy, cfg.run.eval_eps)
+                logger.log_scalars({"return": sum(returns) / len(returns)}, counters["env_steps"], "eval")
+                last["eval_step"] = counters["env_steps"]
+            done = counters["env_steps"] >= cfg.run.steps
+            if stop.requested or done or now - last["save"] >= cfg.run.save_every:
+                save_checkpoint(logdir / "checkpoint", learner=learner, counters=counters, ratio=ratio,
+                                replay=replay if cfg.checkpoint.replay else None)
+                plot_returns(*zip(*logger.episode_returns), logdir / "returns.png") if logger.episode_returns else None
+                last["save"] = now
+            if stop.requested or done:
+                break
+    collector.shutdown()
+    bar.close()
+    if metrics is not None:
+        logger.log_scalars(metrics, counters["env_steps"], "train")
+    if metrics is not None and cfg.run.report_every >= 0:
+        _report(agent, replay, cfg, logger, counters["env_steps"], device)
+    print(f"stopped at {counters['env_steps']} env steps, {counters['updates']} updates, "
+          f"{counters['episodes']} episodes; checkpoint in {logdir / 'checkpoint'}")
+    return counters
+
+
+def _report(agent, replay, cfg, logger, step, device):
+    """Open-loop prediction video (first half observed, second half imagined), as the reference reports."""
+    if not any(len(shape) == 3 for shape in agent.encoder.module.obs_shapes.values()):
+        return
+    window = replay.sample().reshape(cfg.batch_size, -1)[: min(4, cfg.batch_size)].to(device)
+    video, scores = open_loop_video(agent, window)
+    logger.log_scalars(scores, step, "report")
+    logger.log_video("openloop", video, step)
