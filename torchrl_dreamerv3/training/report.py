@@ -169,8 +169,7 @@ def save_gif(frames: torch.Tensor, path: str | os.PathLike, fps: float = 8) -> s
         raise ValueError(f"save_gif needs uint8 frames (T, C, H, W) with C in (1, 3), got "
                          f"{frames.dtype} {tuple(frames.shape)}")
     array = frames.detach().cpu().permute(0, 2, 3, 1).numpy()
-    images = [Image.fromarray(a[..., 0], mode="L") if a.shape[-1] == 1 else Image.fromarray(a, mode="RGB")
-              for a in array]
+    images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]  # mode L or RGB
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)

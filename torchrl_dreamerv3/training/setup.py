@@ -123,8 +123,9 @@ def with_primer(env: EnvBase, agent: DreamerV3Modules) -> TransformedEnv:
 def make_collector(cfg: DictConfig, env: EnvBase, policy: DreamerV3Policy, device: torch.device):
     """Sync ``Collector`` (default) or a ``MultiSyncCollector`` with one stream per worker."""
     frames = cfg.run.envs * cfg.run.steps_per_collect
+    # The policy's carry comes from make_state_primer, so the collector must not add transforms of its own.
     common = dict(frames_per_batch=frames, total_frames=-1, compact_obs=True, storing_device="cpu",
-                  policy_device=device)
+                  policy_device=device, auto_register_policy_transforms=False)
     if cfg.run.collector == "sync":
         return Collector(env, policy, env_device="cpu", **common)
     agent = policy.agent

@@ -17,7 +17,7 @@ from ..modules import DreamerV3Policy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .logging import MetricLogger, make_logger
 from .ratio import TrainRatio
-from .report import open_loop_video, plot_returns
+from .report import open_loop_report, read_returns_csv
 from .setup import (
     REPLAY_KEYS,
     make_agent,
@@ -100,7 +100,9 @@ def train(cfg: DictConfig) -> dict:
             tqdm.tqdm.write("resumed without a saved replay buffer (checkpoint.replay=false): refilling it")
     logger = MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3",
                                       OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None),
-                          log_dir=str(logdir))
+                          run_dir=str(logdir))
+    if cfg.resume and (logdir / "episodes.csv").is_file():
+        logger.episode_returns = [(int(s), r) for s, r in zip(*read_returns_csv(logdir / "episodes.csv"))]
     counts = agent.parameter_counts()
     print(f"torchrl_dreamerv3: env={cfg.env.name} device={device} model={size} params={counts['total']:,} "
           f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}) logdir={logdir}")
@@ -120,10 +122,12 @@ def train(cfg: DictConfig) -> dict:
         for batch in collector:
             batch = batch if batch.batch_dims == 2 else batch.unsqueeze(0)  # (envs, time)
             finished = batch["is_last"].squeeze(-1)
-            for value in batch["episode_reward"].squeeze(-1)[finished].tolist():
+            episodes = zip(batch["episode_reward"].squeeze(-1)[finished].tolist(),
+                           batch["episode_length"].squeeze(-1)[finished].tolist())
+            for value, length in episodes:
                 counters["episodes"] += 1
                 last_return = value
-                logger.log_episode(counters["env_steps"], value)
+                logger.log_episode(counters["env_steps"], value, length)
             replay.extend(batch.select(*agent.obs_keys, *REPLAY_KEYS))
             counters["env_steps"] += batch.numel()
             bar.update(batch.numel())
@@ -134,7 +138,8 @@ def train(cfg: DictConfig) -> dict:
                     window = window.reshape(cfg.batch_size, -1).to(device)
                     metrics, latents = learner.update(window)
                     index = tuple(i.reshape(cfg.batch_size, -1)[:, 1:].reshape(-1) for i in info["index"])
-                    replay.storage.set(index, latents.reshape(-1).to("cpu"))
+                    # write back without moving the write cursor, which the sampler uses as the data end
+                    replay.storage.set(index, latents.reshape(-1).to("cpu"), set_cursor=False)
                     counters["updates"] += 1
                     if stop.requested:
                         break
@@ -162,7 +167,7 @@ def train(cfg: DictConfig) -> dict:
             if stop.requested or done or now - last["save"] >= cfg.run.save_every:
                 save_checkpoint(logdir / "checkpoint", learner=learner, counters=counters, ratio=ratio,
                                 replay=replay if cfg.checkpoint.replay else None)
-                plot_returns(*zip(*logger.episode_returns), logdir / "returns.png") if logger.episode_returns else None
+                logger.plot_returns(title=f"DreamerV3 {cfg.env.name}")
                 last["save"] = now
             if stop.requested or done:
                 break
@@ -172,6 +177,7 @@ def train(cfg: DictConfig) -> dict:
         logger.log_scalars(metrics, counters["env_steps"], "train")
     if metrics is not None and cfg.run.report_every >= 0:
         _report(agent, replay, cfg, logger, counters["env_steps"], device)
+    logger.close()
     print(f"stopped at {counters['env_steps']} env steps, {counters['updates']} updates, "
           f"{counters['episodes']} episodes; checkpoint in {logdir / 'checkpoint'}")
     return counters
@@ -182,6 +188,6 @@ def _report(agent, replay, cfg, logger, step, device):
     if not any(len(shape) == 3 for shape in agent.encoder.module.obs_shapes.values()):
         return
     window = replay.sample().reshape(cfg.batch_size, -1)[: min(4, cfg.batch_size)].to(device)
-    video, scores = open_loop_video(agent, window)
+    video, scores = open_loop_report(agent, window)
     logger.log_scalars(scores, step, "report")
     logger.log_video("openloop", video, step)

@@ -1,0 +1,102 @@
+"""The main job end to end (subprocess, size=debug), resume, interruption and bad configurations."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from torchrl_dreamerv3.training.ratio import TrainRatio
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "dreamerv3_atari.py"
+FAST = ["size=debug", "batch_size=2", "batch_length=8", "run.train_ratio=4", "run.log_every=0",
+        "run.report_every=0", "run.steps_per_collect=8", "threads=1", "replay.size=10000"]
+
+
+def _run(logdir, *overrides, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), f"logdir={logdir}", *FAST, *overrides], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _counters(logdir):
+    return torch.load(Path(logdir) / "checkpoint" / "state.pt", weights_only=False)["counters"]
+
+
+@pytest.mark.parametrize("env", ["cartpole", "atari100k"])
+def test_main_job_runs_end_to_end_and_resumes(tmp_path, env):
+    run = tmp_path / env
+    first = _run(run, f"env={env}", "run.steps=160", "checkpoint.replay=true")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "model=debug" in first.stdout and "env steps" in first.stderr  # the progress bar
+    counters = _counters(run)
+    assert counters["env_steps"] >= 160 and counters["updates"] > 0
+    assert (run / "returns.png").is_file() or counters["episodes"] == 0
+    assert (run / "dreamerv3" / "scalars" / "train" / "loss_rec.csv").is_file()
+    assert (run / "dreamerv3" / "scalars" / "perf" / "fps.csv").is_file()
+    if env == "atari100k":
+        assert list((run / "videos").glob("openloop_*.gif")), "open-loop video report missing"
+    else:
+        assert (run / "episodes.csv").read_text().count("\n") == counters["episodes"] + 1
+
+    second = _run(run, f"env={env}", "run.steps=320", "checkpoint.replay=true", f"resume={run}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = _counters(run)
+    assert resumed["env_steps"] >= 320 and resumed["updates"] > counters["updates"]
+    assert resumed["episodes"] >= counters["episodes"]
+
+
+def test_sigint_finishes_the_step_saves_and_exits_cleanly(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), f"logdir={tmp_path}", *FAST, "env=cartpole",
+                             "run.steps=1000000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "dreamerv3" / "scalars" / "train" / "loss.csv").exists():
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "saving a checkpoint" in out
+    counters = _counters(tmp_path)
+    assert 0 < counters["env_steps"] < 1000000 and counters["updates"] > 0
+
+
+def _compose(*overrides):
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        return compose("config", overrides=["logdir=unused", *overrides])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("run.train_ratio=-1", "run.train_ratio must be > 0"),
+    ("run.envs=0", "run.envs must be >= 1"),
+    ("replay_context=0", "replay_context=0"),
+    ("run.collector=async", "run.collector must be sync or multisync"),
+])
+def test_bad_config_fails_before_training_naming_the_setting(override, message):
+    from torchrl_dreamerv3.training.setup import validate_config
+
+    with pytest.raises(ValueError, match=message):
+        validate_config(_compose(override))
+
+
+def test_unknown_presets_and_image_sizes_fail_with_their_names(tmp_path):
+    out = _run(tmp_path, "size=size3m", timeout=120)
+    assert out.returncode != 0 and "size3m" in out.stderr
+    out = _run(tmp_path, "env=cartpole_pixels", "+env.size=50", timeout=120)
+    assert out.returncode != 0 and "pixels" in out.stderr and "16" in out.stderr
+
+
+def test_train_ratio_counts_trained_steps_per_env_step():
+    ratio = TrainRatio(train_ratio=32, batch_size=16, batch_length=64)  # the atari preset: 1 update per 32 steps
+    total = ratio(1024) + sum(ratio(step) for step in range(1025, 1024 + 3200 + 1))
+    assert total == 1 + 100
+    state = ratio.state_dict()
+    clone = TrainRatio(32, 16, 64)
+    clone.load_state_dict(state)
+    assert [clone(s) for s in range(4225, 4300)] == [ratio(s) for s in range(4225, 4300)]

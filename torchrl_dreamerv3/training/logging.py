@@ -1,0 +1,190 @@
+"""Loggers: a TorchRL logger by backend name, and :class:`MetricLogger`, the training loop's front end.
+
+Backends (see :func:`make_logger`): ``csv`` (default; no extra package, no account),
+``tensorboard`` (``pip install torchrl_dreamerv3[tensorboard]``), ``wandb`` (offline by default,
+``pip install torchrl_dreamerv3[wandb]``) and ``none``.
+
+Files under ``<log_dir>/<exp_name>/`` (the *run dir*) with the ``csv`` backend:
+
+=========================================== ==========================================================
+``scalars/<group>/<name>.csv``              one ``step,value`` line per call, no header, appended
+                                            (``train/opt/grad_norm`` -> ``scalars/train/opt/grad_norm.csv``)
+``texts/hparams0.txt``                      ``key: value`` lines, sorted (nested keys joined with ``/``)
+``videos/<name>_<step>.pt``                 ``torch.save`` of the uint8 video ``(1, T, C, H, W)``
+``videos/<name>_<step>.gif``                the same video as a GIF (written by :class:`MetricLogger`
+                                            for every backend)
+``episodes.csv``                            ``step,return,length`` with a header (MetricLogger, every
+                                            backend); :func:`~torchrl_dreamerv3.training.report.read_returns_csv`
+                                            reads it
+=========================================== ==========================================================
+
+``tensorboard`` writes ``events.out.tfevents.*`` into the run dir; ``wandb`` writes
+``<log_dir>/wandb/offline-run-*/`` (upload later with ``wandb sync``). Neither can log videos
+without ``moviepy``; the GIF is written anyway.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Mapping
+
+import torch
+
+from .report import plot_returns, save_gif
+
+__all__ = ["BACKENDS", "make_logger", "make_metric_logger", "MetricLogger"]
+
+BACKENDS = ("csv", "tensorboard", "wandb", "none")
+_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def make_logger(backend: str | None, log_dir: str, exp_name: str, wandb_kwargs: dict | None = None):
+    """A TorchRL logger writing to ``<log_dir>/<exp_name>`` (wandb: ``<log_dir>/wandb``), or ``None``.
+
+    Args:
+        backend: ``"csv"``, ``"tensorboard"``, ``"wandb"``, or ``"none"`` / ``""`` / ``None`` (no logger).
+        log_dir, exp_name: root folder and run name.
+        wandb_kwargs: extra ``wandb.init`` arguments; ``mode`` defaults to ``"offline"`` (no network,
+            no API key) and ``project`` to ``"torchrl_dreamerv3"``.
+
+    The CSV logger saves videos as ``.pt`` (TorchRL's ``get_logger("csv")`` would pick mp4, which
+    needs ``torchcodec``).
+    """
+    name = (backend or "none").lower()
+    if name not in BACKENDS and name != "":
+        raise ValueError(f"unknown logger backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    if name in ("none", ""):
+        return None
+    package = _PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ImportError(f"the {name} logger needs the {package!r} package: "
+                          f"pip install torchrl_dreamerv3[{name}]  (or use the csv backend)")
+    if name == "csv":
+        from torchrl.record.loggers import CSVLogger
+
+        return CSVLogger(exp_name=exp_name, log_dir=log_dir, video_format="pt")
+    if name == "tensorboard":
+        from torchrl.record.loggers import TensorboardLogger
+
+        return TensorboardLogger(exp_name=exp_name, log_dir=log_dir)
+    from torchrl.record.loggers import WandbLogger
+
+    kwargs = {"mode": "offline", "project": "torchrl_dreamerv3", **(wandb_kwargs or {})}
+    offline = kwargs["mode"] in ("offline", "dryrun")
+    return WandbLogger(exp_name=exp_name, save_dir=log_dir, offline=offline, **kwargs)
+
+
+def make_metric_logger(backend: str | None, log_dir: str, exp_name: str,
+                       wandb_kwargs: dict | None = None) -> MetricLogger:
+    """:func:`make_logger` wrapped in a :class:`MetricLogger` whose run dir is ``<log_dir>/<exp_name>``."""
+    return MetricLogger(make_logger(backend, log_dir, exp_name, wandb_kwargs), os.path.join(log_dir, exp_name))
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{'/'.join(key) if isinstance(key, tuple) else key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "/"))
+        else:
+            out[name] = value
+    return out
+
+
+class MetricLogger:
+    """Groups metric names, logs videos with a GIF fallback and records episode returns.
+
+    Args:
+        logger: a TorchRL logger, or ``None`` to keep only the in-memory record, ``episodes.csv``
+            and the GIFs.
+        run_dir: folder for ``episodes.csv``, ``returns.png`` and ``videos/*.gif``; ``None`` writes no files.
+
+    Names are ``<prefix>/<name>``; the loop uses the prefixes ``train``, ``episode``, ``eval``,
+    ``perf`` and ``report``, so ``opt/grad_norm`` logged with ``prefix="train"`` becomes
+    ``train/opt/grad_norm``.
+    """
+
+    def __init__(self, logger=None, run_dir: str | os.PathLike | None = None):
+        self.logger = logger
+        self.run_dir = os.fspath(run_dir) if run_dir is not None else None
+        self.episode_returns: list[tuple[int, float]] = []
+        self._video_warned = False
+        if self.run_dir is not None:
+            os.makedirs(self.run_dir, exist_ok=True)
+
+    def log_scalars(self, metrics, step: int, prefix: str = "") -> dict[str, float]:
+        """Logs each value (a number or a tensor; one ``.item()`` each, multi-element tensors are
+        averaged) as ``<prefix>/<name>``; accepts a mapping or a TensorDict (nested keys joined by
+        ``/``). Returns the logged ``{name: float}``."""
+        items = metrics.items(True, True) if hasattr(metrics, "batch_size") else _flatten(metrics).items()
+        logged = {}
+        for name, value in items:
+            if value is None:
+                continue
+            name = "/".join(name) if isinstance(name, tuple) else str(name)
+            if isinstance(value, torch.Tensor):
+                value = (value if value.numel() == 1 else value.float().mean()).item()
+            full = f"{prefix.rstrip('/')}/{name}" if prefix else name
+            logged[full] = float(value)
+            if self.logger is not None:
+                self.logger.log_scalar(full, float(value), step=int(step))
+        return logged
+
+    def log_episode(self, step: int, episode_return: float, length: int | None = None) -> None:
+        """Records one finished episode (memory + ``episodes.csv``) and logs ``episode/return``/``length``."""
+        episode_return = float(episode_return)
+        self.episode_returns.append((int(step), episode_return))
+        metrics = {"return": episode_return} if length is None else {"return": episode_return, "length": length}
+        self.log_scalars(metrics, step, prefix="episode")
+        if self.run_dir is not None:
+            path = os.path.join(self.run_dir, "episodes.csv")
+            new = not os.path.exists(path)
+            with open(path, "a") as f:
+                if new:
+                    f.write("step,return,length\n")
+                f.write(f"{int(step)},{episode_return},{'' if length is None else int(length)}\n")
+
+    def log_video(self, name: str, frames: torch.Tensor, step: int, fps: float = 8) -> str | None:
+        """Logs uint8 frames ``(T, C, H, W)`` through the backend where it can, and always saves
+        ``<run_dir>/videos/<name>_<step>.gif``; returns the GIF path (``None`` without a run dir).
+
+        TensorBoard and wandb need ``moviepy`` for videos; without it only the GIF is written (one warning).
+        """
+        frames = frames.detach().cpu()
+        if self.logger is not None:
+            try:
+                self.logger.log_video(name, frames.unsqueeze(0), step=int(step))
+            except Exception as err:  # noqa: BLE001 - TensorBoard raises a bare Exception for moviepy
+                missing = isinstance(err, ImportError) or any(p in str(err) for p in ("moviepy", "torchcodec"))
+                if not missing:
+                    raise
+                if not self._video_warned:
+                    warnings.warn(f"{type(self.logger).__name__} cannot log videos ({err}); saving GIFs only",
+                                  stacklevel=2)
+                    self._video_warned = True
+        if self.run_dir is None:
+            return None
+        return save_gif(frames, os.path.join(self.run_dir, "videos", f"{name}_{int(step)}.gif"), fps=fps)
+
+    def log_hparams(self, config: Mapping) -> None:
+        """Logs a (nested) config; nested keys are joined with ``/``, non-scalars turned into strings."""
+        flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in _flatten(config).items()}
+        if self.logger is not None:
+            self.logger.log_hparams(flat)
+
+    def plot_returns(self, path: str | os.PathLike | None = None, title: str | None = None) -> str | None:
+        """PNG of the episode returns so far (default ``<run_dir>/returns.png``); ``None`` if nothing to plot."""
+        path = path or (os.path.join(self.run_dir, "returns.png") if self.run_dir else None)
+        if path is None or not self.episode_returns:
+            return None
+        steps, returns = zip(*self.episode_returns)
+        return plot_returns(steps, returns, path, title=title)
+
+    def close(self) -> None:
+        """Flushes and closes the backend (finishes the wandb run, closes the TensorBoard writer)."""
+        experiment = getattr(self.logger, "experiment", None)
+        for method in ("finish", "close"):
+            if hasattr(experiment, method):
+                getattr(experiment, method)()
+                break
