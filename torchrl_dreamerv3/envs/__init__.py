@@ -17,6 +17,7 @@ from .transforms import (
     has_continuous_actions,
     normalize_actions,
 )
+from .world_model_env import DreamerWorldModelEnv, LatentFeatures, latent_features
 
 __all__ = [
     "EpisodeStream",
@@ -35,4 +36,7 @@ __all__ = [
     "ChannelFirstPixels",
     "RenderedPixels",
     "ReferenceAtariPreprocessing",
+    "DreamerWorldModelEnv",
+    "LatentFeatures",
+    "latent_features",
 ]

@@ -1,0 +1,237 @@
+"""TorchRL's PPO (ClipPPOLoss + GAE) trained only inside a DreamerV3 world model of CartPole-v1.
+
+    python examples/ppo_in_imagination.py                                # world model, then PPO, then evaluation
+    python examples/ppo_in_imagination.py --checkpoint runs/ppo_wm       # reuse a trained world model (a run dir)
+    python examples/ppo_in_imagination.py --quick                        # seconds-long smoke run
+
+1. World model: our training loop (``torchrl_dreamerv3.training.train``) on CartPole, small model,
+   with ``checkpoint.replay=true`` so the replayed posterior latents can seed imagination.
+2. PPO: a :class:`~torchrl_dreamerv3.envs.DreamerWorldModelEnv` of ``--envs`` imagined CartPoles,
+   reset from replayed latents, cut by a ``StepCounter``, collected with TorchRL's ``Collector``;
+   advantages from ``GAE``, updates from ``ClipPPOLoss``. The real env is never stepped here.
+3. Evaluation: ``--eval-episodes`` real CartPole-v1 episodes; the PPO policy reads the posterior
+   features that :class:`~torchrl_dreamerv3.envs.LatentFeatures` appends. The last line printed is
+   ``mean_real_return: X``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torchrl.collectors import Collector
+from torchrl.envs import GymEnv, StepCounter, TransformedEnv
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, ValueOperator
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from torchrl_dreamerv3.envs import DreamerWorldModelEnv, LatentFeatures
+from torchrl_dreamerv3.training import train
+from torchrl_dreamerv3.training.checkpoint import resolve_checkpoint_dir
+from torchrl_dreamerv3.training.setup import make_agent, make_learner, make_replay, make_train_env
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class Args:
+    checkpoint: str = ""
+    """a run directory of the world-model training to load (empty: train one into --logdir)"""
+    logdir: str = "runs/ppo_wm"
+    """where the world-model run goes when it is trained here"""
+    quick: bool = False
+    """seconds-long smoke run: tiny world model, two PPO iterations, short evaluation"""
+    seed: int = 0
+    """seed of torch (world model, imagination, PPO) and of the real evaluation env"""
+    wm_steps: int = 10_000
+    """env steps of the world-model training run"""
+    envs: int = 256
+    """imagined envs stepped in parallel"""
+    rollout: int = 32
+    """imagined steps per env per PPO iteration"""
+    max_steps: int = 100
+    """imagined episodes are truncated after this many steps (then reset from replayed latents)"""
+    iterations: int = 60
+    """PPO iterations (each collects envs * rollout imagined steps)"""
+    epochs: int = 4
+    """PPO epochs per iteration"""
+    minibatch: int = 1024
+    """PPO minibatch size"""
+    lr: float = 3e-4
+    """Adam learning rate of actor and critic"""
+    gamma: float = 0.99
+    """discount"""
+    lmbda: float = 0.95
+    """GAE lambda"""
+    clip_epsilon: float = 0.2
+    """the surrogate clipping coefficient"""
+    entropy_coeff: float = 0.01
+    """entropy bonus"""
+    termination: str = "threshold"
+    """continue-head rule of the imagined env: threshold | sample | never"""
+    eval_episodes: int = 10
+    """real CartPole-v1 episodes of the final evaluation"""
+    eval_every: int = 0
+    """diagnostic only: a real 3-episode evaluation every N iterations (0: off); never used for training"""
+
+
+def parse_args() -> Args:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(Args):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            parser.add_argument(flag, action="store_true")
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default)
+    args = Args(**vars(parser.parse_args()))
+    if args.quick:
+        args = dataclasses.replace(args, wm_steps=200, envs=8, rollout=8, max_steps=8, iterations=2, epochs=1,
+                                   minibatch=32, eval_episodes=2)
+        if args.logdir == Args.logdir:
+            args.logdir += "_quick"
+    return args
+
+
+# ---------------------------------------------------------------- 1. world model (our pipeline)
+
+def world_model_overrides(args: Args) -> list[str]:
+    common = ["env=cartpole", f"seed={args.seed}", "threads=1", "checkpoint.replay=true", f"run.steps={args.wm_steps}",
+              f"logdir={args.logdir}", "logger.backend=csv", "run.log_every=60"]
+    if args.quick:
+        return common + ["size=debug", "batch_size=2", "batch_length=8", "run.train_ratio=4", "replay.size=10000"]
+    # A small model at a low train ratio with a higher learning rate: ~1,200 updates on a CPU.
+    return common + ["size=size1m", "model.deter=128", "model.hidden=64", "model.classes=8", "model.units=64",
+                     "batch_size=16", "batch_length=16", "run.train_ratio=32", "opt.lr=1e-4", "opt.warmup=100",
+                     "replay.size=100000"]
+
+
+def train_world_model(args: Args) -> str:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose("config", overrides=world_model_overrides(args))
+    train(cfg)
+    return args.logdir
+
+
+def load_world_model(run: str):
+    """The agent and its replayed posterior latents (``deter``/``stoch``) from a training run directory."""
+    directory = resolve_checkpoint_dir(run)
+    cfg = OmegaConf.load(directory.parent / "config.yaml")
+    env = make_train_env(cfg)
+    agent = make_agent(cfg, env, torch.device("cpu"))
+    learner = make_learner(cfg, agent)
+    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
+    learner.load_state_dict(state["learner"])
+    starts = None
+    if state["has_replay"]:
+        replay = make_replay(cfg)
+        replay.loads(directory / "replay")
+        starts = replay.storage[:].select("deter", "stoch").reshape(-1)  # the filled part, every stream
+    return agent.eval().requires_grad_(False), env, starts
+
+
+# ---------------------------------------------------------------- 2. PPO in imagination (TorchRL's)
+
+def make_ppo_agent(feature_dim: int, action_spec) -> tuple[ProbabilisticActor, ValueOperator]:
+    net = MLP(in_features=feature_dim, out_features=action_spec.shape[-1], num_cells=[64, 64], activation_class=nn.Tanh)
+    actor = ProbabilisticActor(TensorDictModule(net, in_keys=["feature"], out_keys=["logits"]), in_keys=["logits"],
+                               distribution_class=OneHotCategorical, spec=action_spec, return_log_prob=True)
+    value_net = MLP(in_features=feature_dim, out_features=1, num_cells=[64, 64], activation_class=nn.Tanh)
+    return actor, ValueOperator(value_net, in_keys=["feature"])
+
+
+def train_ppo(args: Args, imagined, actor, critic, real_eval) -> None:
+    advantage = GAE(gamma=args.gamma, lmbda=args.lmbda, value_network=critic, average_gae=False)
+    loss_fn = ClipPPOLoss(actor, critic, clip_epsilon=args.clip_epsilon, entropy_coeff=args.entropy_coeff,
+                          critic_coeff=0.5, loss_critic_type="l2", normalize_advantage=True)
+    optim = torch.optim.Adam(loss_fn.parameters(), lr=args.lr)
+    frames = args.envs * args.rollout
+    collector = Collector(imagined, actor, frames_per_batch=frames, total_frames=frames * args.iterations,
+                          auto_register_policy_transforms=False)
+    for it, batch in enumerate(collector):
+        # ALGO LOGIC: GAE on the imagined (envs, rollout) batch, then epochs of clipped-surrogate minibatches
+        with torch.no_grad():
+            advantage(batch)
+        flat = batch.reshape(-1)
+        for _ in range(args.epochs):
+            for index in torch.randperm(frames).split(args.minibatch):
+                losses = loss_fn(flat[index])
+                loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
+                optim.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(loss_fn.parameters(), 0.5)
+                optim.step()
+        ends = batch["next", "done"].squeeze(-1)
+        lengths = batch["next", "step_count"].squeeze(-1)[ends].float()
+        terminated = batch["next", "terminated"].sum().item()
+        line = (f"ppo {it + 1}/{args.iterations}: imagined episodes {int(ends.sum())} "
+                f"(terminated {int(terminated)}), mean length {lengths.mean().item() if len(lengths) else float('nan'):.1f}, "
+                f"reward {batch['next', 'reward'].mean().item():.3f}, entropy {losses['entropy'].item():.3f}")
+        if args.eval_every and (it + 1) % args.eval_every == 0:
+            line += f", real return (diagnostic) {sum(real_eval(3)) / 3:.1f}"
+        print(line, flush=True)
+    collector.shutdown()
+
+
+# ---------------------------------------------------------------- 3. evaluation in the real CartPole
+
+def make_real_eval(args: Args, agent, actor):
+    env = TransformedEnv(GymEnv("CartPole-v1"), LatentFeatures(agent))
+    env.set_seed(args.seed + 10_000)
+    max_steps = 50 if args.quick else 500
+
+    def evaluate(episodes: int) -> list[float]:
+        returns = []
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            for _ in range(episodes):
+                td = env.rollout(max_steps, actor)
+                returns.append(td["next", "reward"].sum().item())
+        return returns
+
+    return evaluate
+
+
+def main() -> None:
+    args = parse_args()
+    # TRY NOT TO MODIFY: seeding, one thread (the CPU is shared)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
+
+    start = time.time()
+    run = args.checkpoint or train_world_model(args)
+    wm_time = time.time() - start
+    agent, real_stream, starts = load_world_model(run)
+    print(f"world model: {run} ({'loaded' if args.checkpoint else f'trained in {wm_time / 60:.1f} min'}), "
+          f"{sum(p.numel() for p in agent.parameters()):,} parameters, "
+          f"{0 if starts is None else len(starts):,} replayed start states")
+
+    torch.manual_seed(args.seed)
+    imagined = DreamerWorldModelEnv(agent, real_stream, batch_size=[args.envs], termination=args.termination)
+    imagined.set_start_states(starts)
+    imagined = TransformedEnv(imagined, StepCounter(max_steps=args.max_steps))
+    feature_dim = imagined.observation_spec["feature"].shape[-1]
+    actor, critic = make_ppo_agent(feature_dim, imagined.action_spec[0])
+    real_eval = make_real_eval(args, agent, actor)
+
+    start = time.time()
+    train_ppo(args, imagined, actor, critic, real_eval)
+    ppo_time = time.time() - start
+
+    start = time.time()
+    returns = real_eval(args.eval_episodes)
+    print(f"real CartPole-v1 returns: {[round(r) for r in returns]}")
+    print(f"time: world model {wm_time / 60:.1f} min{' (loading)' if args.checkpoint else ''}, "
+          f"PPO {ppo_time / 60:.1f} min, evaluation {(time.time() - start) / 60:.1f} min")
+    print(f"mean_real_return: {sum(returns) / len(returns):.1f}")
+
+
+if __name__ == "__main__":
+    main()
