@@ -81,3 +81,16 @@ def test_overfits_a_fixed_batch():
         last, _ = learner.update(window.clone())
     assert last["loss_rec"] < first["loss_rec"] / 10, (first["loss_rec"], last["loss_rec"])
     assert last["loss_rew"] < first["loss_rew"] / 3, (first["loss_rew"], last["loss_rew"])
+
+
+@pytest.mark.parametrize("size", ["debug", "size1m", "size12m", "size25m", "size50m", "size100m", "size200m", "size400m"])
+def test_losses_are_finite_at_every_size_preset(size):
+    """Every reference preset builds and gives finite losses (forward only; B=1, T=2 keeps memory small)."""
+    torch.manual_seed(0)
+    shapes = {"pixels": (3, 64, 64), "observation": (5,)}
+    agent = make_dreamerv3(shapes, OneHot(4), size)
+    learner = DreamerV3Learner(agent)
+    with torch.no_grad():
+        losses, _ = learner.losses(_window(agent, shapes, B=1, T=2))
+    for key, value in losses.items():
+        assert torch.isfinite(value).all(), (size, key, value)

@@ -31,7 +31,7 @@ def _counters(logdir):
 @pytest.mark.parametrize("env", ["cartpole", "atari100k"])
 def test_main_job_runs_end_to_end_and_resumes(tmp_path, env):
     run = tmp_path / env
-    first = _run(run, f"env={env}", "run.steps=160", "checkpoint.replay=true")
+    first = _run(run, f"env={env}", "run.steps=160", "checkpoint.replay=true", "run.eval_every=64")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "model=debug" in first.stdout and "env steps" in first.stderr  # the progress bar
     counters = _counters(run)
@@ -39,6 +39,7 @@ def test_main_job_runs_end_to_end_and_resumes(tmp_path, env):
     assert (run / "returns.png").is_file() or counters["episodes"] == 0
     assert (run / "dreamerv3" / "scalars" / "train" / "loss_rec.csv").is_file()
     assert (run / "dreamerv3" / "scalars" / "perf" / "fps.csv").is_file()
+    assert (run / "dreamerv3" / "scalars" / "eval" / "return.csv").is_file()
     if env == "atari100k":
         assert list((run / "videos").glob("openloop_*.gif")), "open-loop video report missing"
     else:
@@ -49,6 +50,16 @@ def test_main_job_runs_end_to_end_and_resumes(tmp_path, env):
     resumed = _counters(run)
     assert resumed["env_steps"] >= 320 and resumed["updates"] > counters["updates"]
     assert resumed["episodes"] >= counters["episodes"]
+    # nothing lost or duplicated: the restored replay plus the new steps hold every env step exactly once
+    assert _replay_rows(run) == resumed["env_steps"]
+
+
+def _replay_rows(run):
+    from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+    replay = TensorDictReplayBuffer(storage=LazyTensorStorage(10000, ndim=2))
+    replay.loads(Path(run) / "checkpoint" / "replay")
+    return len(replay)
 
 
 def test_sigint_finishes_the_step_saves_and_exits_cleanly(tmp_path):
