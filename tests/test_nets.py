@@ -224,9 +224,9 @@ def test_feature_orders():
     p = PRESETS["debug"]
     deter, stoch = state(p, 3)
     head = MLPHead(*latent(p), 1, 8, out_features=2)
-    head_in = _capture_input(head.mlp[0])
-    head(deter, stoch)
-    torch.testing.assert_close(head_in[0], torch.cat([deter, stoch.flatten(-2)], -1))  # feat2tensor
+    # The head applies its first layer to deter and stoch separately (no concat copy); that must
+    # equal the MLP on feat2tensor's order concat(deter, stoch).
+    torch.testing.assert_close(head.trunk(deter, stoch), head.mlp(torch.cat([deter, stoch.flatten(-2)], -1)))
     dec = MultiDecoder({"v": (3,)}, *latent(p), layers=1, units=8)
     dec_in = _capture_input(dec.mlp[0])
     dec(deter, stoch)

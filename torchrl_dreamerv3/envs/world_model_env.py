@@ -40,6 +40,15 @@ def _unbatched(spec, batch_dims: int):
     return spec[(0,) * batch_dims] if batch_dims else spec.clone()
 
 
+def _zero_carry(modules: DreamerV3Modules, batch: torch.Size, device=None) -> dict:
+    """The filter's start: zero ``prev_deter``/``prev_stoch``/``prev_action`` and ``is_first`` set."""
+    cfg, k = modules.cfg, modules.keys
+    return {k.prev_deter: torch.zeros(*batch, cfg.deter, device=device),
+            k.prev_stoch: torch.zeros(*batch, cfg.stoch, cfg.classes, device=device),
+            k.prev_action: torch.zeros(*batch, modules.action_dim, device=device),
+            k.is_first: torch.ones(*batch, 1, dtype=torch.bool, device=device)}
+
+
 def _latent_specs(modules: DreamerV3Modules, feature_key, deter_key=None, stoch_key=None, shape=(), device=None):
     cfg, k = modules.cfg, modules.keys
     dims = {deter_key or k.deter: (cfg.deter,), stoch_key or k.stoch: (cfg.stoch, cfg.classes),
@@ -78,10 +87,12 @@ class DreamerWorldModelEnv(ModelBasedEnvBase):
             and boolean ``done``/``terminated``/``truncated``.
 
     Keyword Args:
-        batch_size: number of imagined envs (default ``(1,)``); ``reset(td)`` also takes any other batch.
+        batch_size: number of imagined envs (default ``(1,)``); with ``()``, ``reset(td)`` takes any
+            batch and the env follows it.
         termination, cont_threshold, horizon: see above.
         decode: also write the decoded observations under the observation keys, in the real env's
-            units (vectors ``symexp`` of the prediction, images ``uint8``).
+            units (vectors ``symexp`` of the prediction, images ``uint8``), projected into the real
+            env's observation spec (e.g. CartPole's bounds).
         feature_key: where the latent features go (``"feature"``).
         differentiable: keep the autograd graph through steps (default ``False``: ``no_grad``).
 
@@ -141,11 +152,13 @@ class DreamerWorldModelEnv(ModelBasedEnvBase):
         self.full_reward_spec = reward.expand(batch).to(device)
         self.full_done_spec = done.expand(batch).to(device)
         obs = Composite(_latent_specs(modules, self.feature_key), shape=())
+        self._decoded_specs = {}
         if self.decode:
             for key, value in self._decoded(self._initial_prior(torch.Size([1]))).items():
                 real = None if base_env is None else base_env.observation_spec.get(key, None)
                 obs[key] = (_unbatched(real, len(base_env.batch_size)) if real is not None
                             else Unbounded(shape=value.shape[1:], dtype=value.dtype))
+                self._decoded_specs[key] = obs[key].to(self.device)
         self.observation_spec = obs.expand(batch).to(device)
 
     # ------------------------------------------------------------------ start states
@@ -160,9 +173,10 @@ class DreamerWorldModelEnv(ModelBasedEnvBase):
 
     def _initial_prior(self, batch: torch.Size) -> TensorDictBase:
         """The learned first-step prior: zero carry and action, one prior step (as ``is_first`` does)."""
-        cfg, k = self.modules_.cfg, self.modules_.keys
-        zeros = TensorDict({k.deter: torch.zeros(*batch, cfg.deter), k.stoch: torch.zeros(*batch, cfg.stoch, cfg.classes),
-                            k.action: torch.zeros(*batch, self.modules_.action_dim)}, batch, device=self.device)
+        k = self.modules_.keys
+        carry = _zero_carry(self.modules_, batch, self.device)
+        zeros = TensorDict({k.deter: carry[k.prev_deter], k.stoch: carry[k.prev_stoch], k.action: carry[k.prev_action]},
+                           batch, device=self.device)
         return self.modules_.imagine_step(zeros).select(k.deter, k.stoch)
 
     def _posterior(self, td: TensorDictBase) -> TensorDictBase:
@@ -174,10 +188,7 @@ class DreamerWorldModelEnv(ModelBasedEnvBase):
             step.update(td.select(*carry))
             step.set(k.is_first, td.get(k.is_first, torch.zeros(*td.batch_size, 1, dtype=torch.bool)))
         else:
-            state = self._initial_prior(td.batch_size)  # only for the shapes: is_first zeroes the carry
-            step.update({k.prev_deter: state.get(k.deter), k.prev_stoch: state.get(k.stoch),
-                         k.prev_action: torch.zeros(*td.batch_size, m.action_dim, device=self.device),
-                         k.is_first: torch.ones(*td.batch_size, 1, dtype=torch.bool, device=self.device)})
+            step.update(_zero_carry(m, td.batch_size, self.device))
         return m.observe_step(m.encoder(step)).select(k.deter, k.stoch)
 
     def _fresh(self, batch: torch.Size) -> TensorDictBase:
@@ -244,7 +255,9 @@ class DreamerWorldModelEnv(ModelBasedEnvBase):
         for key in m.obs_keys:
             value = reco.get((k.reco, key) if isinstance(key, str) else (k.reco, *key))
             is_image = value.dim() - state.batch_dims == 3
-            out[key] = (value.clamp(0, 1) * 255).round().to(torch.uint8) if is_image else symexp(value)
+            value = (value.clamp(0, 1) * 255).round().to(torch.uint8) if is_image else symexp(value)
+            spec = self._decoded_specs.get(key)
+            out[key] = value if spec is None else spec.project(value)  # e.g. into the real env's bounds
         return out
 
     def _observation(self, state: TensorDictBase) -> TensorDictBase:
@@ -299,11 +312,8 @@ class LatentFeatures(Transform):
         batch = obs.batch_size
         device = next(m.parameters()).device
         step = obs.select(*m.encoder.in_keys).to(device)
-        cfg = m.cfg
         if prev is None or self.deter_key not in prev.keys(True):
-            step.update({k.prev_deter: torch.zeros(*batch, cfg.deter), k.prev_stoch: torch.zeros(*batch, cfg.stoch, cfg.classes),
-                         k.prev_action: torch.zeros(*batch, m.action_dim),
-                         k.is_first: torch.ones(*batch, 1, dtype=torch.bool)})
+            step.update(_zero_carry(m, batch, device))
         else:
             step.update({k.prev_deter: prev.get(self.deter_key), k.prev_stoch: prev.get(self.stoch_key),
                          k.prev_action: prev.get(self.action_key).float(),

@@ -9,7 +9,9 @@ from .distributions import (
     normal_entropy,
     normal_log_prob,
     sample_onehot_straight_through,
+    sample_unimix_onehot,
     unimix_log_probs,
+    unimix_probs,
 )
 from .kl import categorical_kl, dyn_rep_kl
 from .returns import (
@@ -31,6 +33,8 @@ __all__ = [
     "twohot_mean",
     "unimix_log_probs",
     "sample_onehot_straight_through",
+    "unimix_probs",
+    "sample_unimix_onehot",
     "categorical_entropy",
     "bounded_normal",
     "normal_log_prob",

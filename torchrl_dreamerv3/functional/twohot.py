@@ -63,16 +63,20 @@ def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def twohot_nll(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+def twohot_nll(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor, *,
+               normalized: bool = False) -> torch.Tensor:
     """``-sum(twohot(target) * log_softmax(logits))``: logits ``[..., n]``, target ``[...]`` ->
     ``[...]`` (SPEC §5.1). The target is a constant (no gradient).
+
+    ``normalized=True`` means ``logits`` already are ``log_softmax`` outputs, so that several
+    targets can be scored against one ``log_softmax`` (the critic scores two per state).
     """
     below, above, w_below, w_above = _twohot_parts(target, bins)
-    log_probs = torch.log_softmax(logits, -1)
-    # Only two entries of the two-hot vector are nonzero: gather them instead of a dense product.
-    lp_below = log_probs.gather(-1, below.unsqueeze(-1)).squeeze(-1)
-    lp_above = log_probs.gather(-1, above.unsqueeze(-1)).squeeze(-1)
-    return -(w_below * lp_below + w_above * lp_above)
+    log_probs = logits if normalized else torch.log_softmax(logits, -1)
+    # Only two entries of the two-hot vector are nonzero: gather them (in one gather, whose
+    # backward is one scatter) instead of a dense product.
+    lp = log_probs.gather(-1, torch.stack([below, above], -1))
+    return -(w_below * lp[..., 0] + w_above * lp[..., 1])
 
 
 def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
@@ -81,10 +85,13 @@ def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     A left-to-right sum of ``p * bins`` accumulates rounding error from the huge outer bins,
     so uniform probabilities would not give 0. Like the reference, add each negative bin's
     term to its mirrored positive term first, so zero-initialised heads predict exactly 0.
+    ``bins`` must be antisymmetric with a 0 in the middle, as :func:`symexp_twohot_bins` makes them.
     """
     probs = torch.softmax(logits, -1)
     n = bins.shape[-1]
     m = n // 2
-    weighted = probs * bins
-    neg, mid, pos = weighted[..., :m], weighted[..., m : n - m], weighted[..., n - m :]
-    return mid.sum(-1) + (neg.flip(-1) + pos).sum(-1)
+    # The bins are exactly antisymmetric (bins[m + 1 + j] == -bins[m - 1 - j]) with bins[m] == 0, so
+    # the mirrored sum is sum_j bins[m + 1 + j] * (p[m + 1 + j] - p[m - 1 - j]): one subtraction of
+    # the mirrored halves and one dot product, and still exactly 0 for uniform probabilities.
+    diff = probs[..., m + 1 :] - probs[..., :m].flip(-1)
+    return diff @ bins[m + 1 :]

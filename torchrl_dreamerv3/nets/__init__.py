@@ -1,5 +1,5 @@
 """Plain ``nn.Module`` networks of DreamerV3: tensors in, tensors out (SPEC §2, §4, §5)."""
-from .decoder import MultiDecoder, TransposedConv2d, upsample2x
+from .decoder import MultiDecoder, TransposedConv2d, UpsampleConv2d, upsample2x
 from .encoder import MultiEncoder, SameStridedConv2d
 from .heads import BinaryHead, BoundedNormalHead, CategoricalHead, MLPHead, TwoHotHead, check_state
 from .layers import (
@@ -28,6 +28,7 @@ __all__ = [
     "SameStridedConv2d",
     "MultiDecoder",
     "TransposedConv2d",
+    "UpsampleConv2d",
     "upsample2x",
     # heads
     "check_state",

@@ -60,17 +60,20 @@ class SameStridedConv2d(Conv2d):
 
     For an even input size ``SAME`` pads ``k - 2`` pixels in total, split as ``(k - 2) // 2``
     before and the rest after (1 and 2 for ``k = 5``). PyTorch's symmetric padding would shift
-    the sampling grid by one pixel, so the padding is applied explicitly.
+    the sampling grid by one pixel. Instead of padding the input (a full copy of the map), the
+    kernel gets the missing leading zero row and column and the conv pads symmetrically by the
+    larger amount: the windows and the result are the same.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, outscale: float = 1.0):
         super().__init__(in_channels, out_channels, kernel, stride=2, outscale=outscale)
-        self.padding = (0, 0)
         total = kernel - 2
-        self._pad = (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
+        before, after = total // 2, total - total // 2
+        self.padding = (after, after)
+        self._kernel_pad = (after - before, 0) * 2  # (left, right, top, bottom) zeros of the kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self._pad))
+        return F.conv2d(x, F.pad(self.weight, self._kernel_pad), self.bias, stride=2, padding=self.padding)
 
 
 class MultiEncoder(nn.Module):
@@ -187,9 +190,10 @@ class MultiEncoder(nn.Module):
         n = math.prod(lead)
         xs = [named[k].reshape(n, *self.obs_shapes[k]) for k in self.img_keys]
         x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
-        # One layout change for the whole stack; convs, pooling and norms keep channels_last.
-        x = x.contiguous(memory_format=self.memory_format)
-        x = x.to(self.convs[0].weight.dtype) / 255.0 - 0.5
+        # One layout change for the whole stack (convs, pooling and norms keep channels_last),
+        # done by the uint8 -> float32 copy; the scaling then runs in place on that one buffer.
+        x = x.to(torch.float32, memory_format=self.memory_format)
+        x = x.div_(255.0).sub_(0.5).to(self.convs[0].weight.dtype)
         for conv, norm in zip(self.convs, self.norms):
             x = conv(x)
             if not self.strided:

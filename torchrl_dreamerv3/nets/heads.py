@@ -8,6 +8,7 @@ tensors (logits or distribution parameters); the distributions live in
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchrl_dreamerv3.nets.layers import MLP, Linear
@@ -58,7 +59,18 @@ class MLPHead(nn.Module):
     def trunk(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
         """MLP output for ``feat = concat(deter, stoch.flatten(-2))``."""
         check_state(type(self).__name__, deter, stoch, self.deter, self.stoch, self.classes)
-        return self.mlp(torch.cat([deter, stoch.flatten(-2)], -1))
+        if len(self.mlp) == 0:
+            return torch.cat([deter, stoch.flatten(-2)], -1)
+        # The first layer is applied to the two halves of feat separately,
+        # W @ feat + b = W_deter @ deter + W_stoch @ stoch + b, so the (..., D + S*Cl) concat is never
+        # materialised: heads run on B*T*(H+1) imagined states, where that copy costs as much as the matmul.
+        first, lead = self.mlp[0], deter.shape[:-1]
+        x = torch.addmm(F.linear(deter.reshape(-1, self.deter), first.weight[:, : self.deter], first.bias),
+                        stoch.reshape(-1, self.stoch * self.classes), first.weight[:, self.deter :].t())
+        x = x.reshape(*lead, -1)
+        for layer in list(self.mlp)[1:]:
+            x = layer(x)
+        return x
 
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
         return self.out(self.trunk(deter, stoch))

@@ -18,7 +18,8 @@ class ValueLoss(DreamerLossBase):
     """Twohot critic loss on imagined and on replayed states, regularised towards a slow critic.
 
     Needs the trajectory that :class:`~torchrl_dreamerv3.objectives.ActorLoss` writes under
-    ``imagined`` (states, ``return``, ``weight``), and the posterior states of the replayed
+    ``imagined`` (states, ``return``, ``weight``, and optionally the online critic's
+    ``value_logits``, which are then used instead of a second critic pass), and the posterior states of the replayed
     sequence with ``reward``, ``is_terminal``, ``is_last``.
 
     - ``loss_value = mean(sg(w_i) * (NLL(sg(R_i)) + slowreg * NLL(sg(v_slow(s_i)))))`` over ``i < H``;
@@ -71,23 +72,44 @@ class ValueLoss(DreamerLossBase):
         self.scales = dict(value=value, repval=repval)
         self.slowreg, self.lam, self.horizon = slowreg, lam, horizon
 
-    def _critic_nll(self, states: TensorDictBase, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """NLL of ``target`` and of the slow critic's prediction under the online critic."""
-        logits = self.critic_network(states.clone(False)).get(self.tensor_keys.value_logits)
+    def _critic_nll(self, states: TensorDictBase, target: torch.Tensor,
+                    logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL of ``target`` and of the slow critic's prediction under the online critic (``logits`` if given).
+
+        ``states`` may be longer than ``target`` on the last batch dim; the extra steps are
+        evaluated and dropped (cheaper than copying a strided slice of ``B * T * H`` states).
+        """
+        steps = target.shape[-1]
+        if logits is None:
+            logits = self.critic_network(states.clone(False)).get(self.tensor_keys.value_logits)[..., :steps, :]
         bins = self._bins(logits.shape[-1], logits)
         with torch.no_grad(), self.target_critic_network_params.to_module(self.critic_network):
-            slow = self.critic_network(states.clone(False)).get(self.tensor_keys.state_value).squeeze(-1)
-        loss = twohot_nll(logits, target.detach(), bins) + self.slowreg * twohot_nll(logits, slow, bins)
+            slow = self.critic_network(states.clone(False)).get(self.tensor_keys.state_value).squeeze(-1)[..., :steps]
+        log_probs = torch.log_softmax(logits, -1)  # shared by both targets
+        loss = (twohot_nll(log_probs, target.detach(), bins, normalized=True)
+                + self.slowreg * twohot_nll(log_probs, slow, bins, normalized=True))
         return loss, slow
+
+    def _shared_logits(self, imagined: TensorDictBase, horizon: int) -> torch.Tensor | None:
+        """The online critic's logits that ActorLoss stored with the trajectory, if usable.
+
+        ActorLoss already ran the online critic on every imagined state; reusing that pass (with
+        its graph) saves a critic forward and backward over ``B * T * H`` states. Logits without
+        a graph are only reused when no gradient is wanted.
+        """
+        logits = imagined.get(self.tensor_keys.value_logits, None)
+        if logits is None or not (logits.requires_grad or not torch.is_grad_enabled()):
+            return None
+        return logits[..., :horizon, :]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
         imagined = self._get(tensordict, keys.imagined)
         horizon = imagined.shape[-1] - 1
-        imag_states = imagined[..., :horizon].select(keys.deter, keys.stoch)
+        imag_states = imagined.select(keys.deter, keys.stoch)  # s_0..s_H; _critic_nll drops s_H
         imag_returns = self._get(imagined, keys.ret)
         weight = self._get(imagined, keys.weight)[..., :horizon]
-        imag_nll, _ = self._critic_nll(imag_states, imag_returns[..., :horizon])
+        imag_nll, _ = self._critic_nll(imag_states, imag_returns[..., :horizon], self._shared_logits(imagined, horizon))
         value = weight.detach() * imag_nll
 
         replay_states = tensordict.select(keys.deter, keys.stoch)

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
@@ -94,10 +95,17 @@ class WorldModelLoss(DreamerLossBase):
         for key in self.obs_keys:
             target, pred = self._get(td, key), self._get(td, self._reco_key(key))
             if target.dtype == torch.uint8:
-                err = (pred - target.to(pred.dtype) / 255.0).square()
+                # x.float() / 255, written straight into the decoded image's memory layout
+                # (channels_last) so that the loss below runs on matching strides.
+                scaled = torch.empty_like(pred, dtype=torch.float32)
+                target = torch.div(target, 255.0, out=scaled).to(pred.dtype)
             else:
-                err = (pred - symlog(target.to(pred.dtype))).square()
-            per_step = err.flatten(batch_dims).sum(-1)
+                target = symlog(target.to(pred.dtype))
+            # Summed over the event dims in place: decoded images are channels_last, and flattening
+            # them first would copy the whole batch of images.
+            err = F.mse_loss(pred, target, reduction="none")
+            event_dims = tuple(range(batch_dims, err.ndim))
+            per_step = err.sum(event_dims) if event_dims else err  # sum(()) would reduce every dim
             metrics[f"rec_{key if isinstance(key, str) else '_'.join(key)}"] = per_step.mean()
             total = total + per_step
         return total

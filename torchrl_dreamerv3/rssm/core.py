@@ -45,24 +45,57 @@ class BlockGRU(nn.Module):
             self.hidden_layers.append(BlockLinear(width, deter, blocks))
             self.hidden_norms.append(NormAct(deter))
         self.gates = BlockLinear(deter, 3 * deter, blocks)
+        # The update gate is sigmoid(update - 1): the -1 is added to the gate bias (per block
+        # [reset, cand, update]) rather than to every activation. Not a parameter, not saved.
+        offset = torch.zeros(blocks, 3, per_block)
+        offset[:, 2] = -1.0
+        self.register_buffer("gate_offset", offset.view(blocks, 3 * per_block), persistent=False)
 
     def embed_action(self, action: torch.Tensor) -> torch.Tensor:
         """Action embedding; separate so that a whole sequence of known actions is embedded at once."""
         return self.action_in(scale_action(action))
 
+    def step_weights(self) -> tuple[torch.Tensor, ...]:
+        """The parameters rearranged for :meth:`step`: the first block layer split into its ``h``
+        and ``x`` rows (the latter as one dense matrix), and per gate a kernel and a bias (the update
+        gate's -1 folded in). They depend only on the parameters, so a loop computes them once per
+        sequence rather than once per step (gradients still reach the parameters through them).
+        """
+        g, per_block = self.blocks, self.deter // self.blocks
+        w = self.hidden_layers[0].weight  # (G, D/G + 3*hidden, D/G): rows [h_g ; x]
+        w_h, w_x = w.split([per_block, w.shape[1] - per_block], dim=1)
+        w_x = w_x.transpose(0, 1).reshape(w_x.shape[1], self.deter)  # (3*hidden, D)
+        biases = (self.gates.bias.view(g, 3 * per_block) + self.gate_offset).view(g, 1, 3, per_block).unbind(2)
+        kernels = self.gates.weight.view(g, per_block, 3, per_block).unbind(2)
+        return (w_h, w_x, *biases, *kernels)
+
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor, action_emb: torch.Tensor) -> torch.Tensor:
         """Next deterministic state from ``deter (N, D)``, ``stoch (N, S, Cl)`` and an embedded action."""
+        return self.step(deter, stoch, action_emb, self.step_weights())
+
+    def step(self, deter: torch.Tensor, stoch: torch.Tensor, action_emb: torch.Tensor,
+             weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """:meth:`forward` with the parameters from :meth:`step_weights` (hoisted out of loops).
+
+        This runs at every RSSM step, so it is written to launch few kernels. The block layers
+        work in the ``(G, N, D/G)`` layout that ``bmm`` produces (``deter`` is viewed that way,
+        never copied), biases are fused into ``addmm``/``baddbmm``, and
+        ``update * cand + (1 - update) * deter`` is one ``lerp`` whose output lands in ``deter``'s
+        ``(N, D)`` layout. Same function as the literal formulation (``tests/test_rssm.py::_literal_core``).
+        """
+        w_h, w_x, b_reset, b_cand, b_update, k_reset, k_cand, k_update = weights
         n, g, per_block = deter.shape[0], self.blocks, self.deter // self.blocks
         x = torch.cat([self.deter_in(deter), self.stoch_in(stoch.flatten(-2)), action_emb], -1)
-        first = self.hidden_layers[0]
-        w = first.weight  # (G, D/G + 3*hidden, D/G)
-        h_part = torch.bmm(deter.view(n, g, per_block).transpose(0, 1), w[:, :per_block]).transpose(0, 1)
-        x_part = x @ w[:, per_block:].transpose(0, 1).reshape(x.shape[-1], self.deter)
-        u = self.hidden_norms[0](h_part.reshape(n, self.deter) + x_part + first.bias)
+        h = deter.view(n, g, per_block).transpose(0, 1)  # (G, N, D/G) view
+        x_part = torch.addmm(self.hidden_layers[0].bias, x, w_x)
+        u = torch.baddbmm(x_part.view(n, g, per_block).transpose(0, 1), h, w_h)  # (G, N, D/G)
+        u = self.hidden_norms[0](u.transpose(0, 1).reshape(n, self.deter))
         for layer, norm in zip(self.hidden_layers[1:], self.hidden_norms[1:]):
             u = norm(layer(u))
-        reset, cand, update = self.gates(u).view(n, g, 3, per_block).unbind(2)
-        reset = torch.sigmoid(reset.reshape(n, self.deter))
-        cand = torch.tanh(reset * cand.reshape(n, self.deter))
-        update = torch.sigmoid(update.reshape(n, self.deter) - 1.0)
-        return update * cand + (1.0 - update) * deter
+        # One (G, N, D/G) product per gate, so that each gate is contiguous: element-wise ops on
+        # strided slices of a joint (G, N, 3*D/G) product are several times slower on CPU.
+        u = u.view(n, g, per_block).transpose(0, 1)
+        cand = torch.tanh(torch.sigmoid(torch.baddbmm(b_reset, u, k_reset)) * torch.baddbmm(b_cand, u, k_cand))
+        update = torch.sigmoid(torch.baddbmm(b_update, u, k_update))
+        out = torch.lerp(h, cand, update)  # h + update * (cand - h), laid out like h
+        return out.transpose(0, 1).reshape(n, self.deter)

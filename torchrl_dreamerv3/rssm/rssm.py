@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..functional import sample_onehot_straight_through, unimix_log_probs
+from ..functional import sample_unimix_onehot
 from ..nets.layers import MLP, Linear
 from .core import BlockGRU
 
@@ -72,7 +72,7 @@ class RSSM(nn.Module):
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """Straight-through one-hot sample of the unimixed latent categoricals."""
-        return sample_onehot_straight_through(unimix_log_probs(logits, self.unimix))
+        return sample_unimix_onehot(logits, self.unimix)
 
     def prior(self, deter: torch.Tensor) -> torch.Tensor:
         """Prior logits ``(..., S, Cl)`` from the deterministic state."""
@@ -111,17 +111,26 @@ class RSSM(nn.Module):
         embedding, the token half of the first posterior layer) runs once for all steps.
         """
         batch, steps = tokens.shape[:2]
-        keep = (~is_first.reshape(batch, steps)).to(deter.dtype)
+        is_first = is_first.reshape(batch, steps)
+        keep = (~is_first).to(deter.dtype)
         action_emb = self.core.embed_action(prev_actions * keep[..., None])
         first, first_norm = self.post_net[0], self.post_net[1]
         token_part = F.linear(tokens, first.weight[:, self.deter:], first.bias)
-        deter_weight = first.weight[:, : self.deter]
+        deter_weight = first.weight[:, : self.deter].t()
         rest = list(self.post_net)[2:]
+        core_weights = self.core.step_weights()
+        # Host-side list of the steps where some sequence starts (a single sync, free on CPU);
+        # the others skip the reset multiplications, which would multiply by exactly 1.
+        resets = is_first.any(0).tolist()
         deters, stochs, logits = [], [], []
-        for t in range(steps):
-            k = keep[:, t, None]
-            deter = self.core(deter * k, stoch * k[..., None], action_emb[:, t])
-            x = first_norm(F.linear(deter, deter_weight) + token_part[:, t])
+        # unbind, not [:, t]: the backward of T selects would build T full-size zero tensors
+        steps_in = zip(resets, keep.unbind(1), action_emb.unbind(1), token_part.unbind(1))
+        for reset, k, emb, tokens_t in steps_in:
+            if reset:
+                k = k[:, None]
+                deter, stoch = deter * k, stoch * k[..., None]
+            deter = self.core.step(deter, stoch, emb, core_weights)
+            x = first_norm(torch.addmm(tokens_t, deter, deter_weight))
             for layer in rest:
                 x = layer(x)
             step_logits = self.post_out(x).unflatten(-1, (self.stoch, self.classes))
