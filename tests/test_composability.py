@@ -11,7 +11,7 @@ from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.data import OneHot
 from torchrl.envs import GymEnv, StepCounter, TransformedEnv
-from torchrl.envs.utils import ExplorationType, RandomPolicy, check_env_specs
+from torchrl.envs.utils import RandomPolicy, check_env_specs
 from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
@@ -194,9 +194,6 @@ def test_recipe_actor_and_value_losses_train_against_another_world_model():
                                 out_keys=["deter", "stoch", "prior_logits"])
     for dynamics in (mlp_step, step):  # a learned MLP model runs; the copy model checks that the actor learns
         actor_loss = ActorLoss(agent.actor, agent.critic, heads, heads, dynamics, horizon=5, entropy_coef=0.0)
-        # LossModule.forward runs under ExplorationType.DETERMINISTIC, which would make imagination take the
-        # policy's mode (see test_actor_loss_samples_imagined_actions); DreamerV3 samples them.
-        actor_loss.deterministic_sampling_mode = ExplorationType.RANDOM
         value_loss = ValueLoss(agent.critic)
         optim = torch.optim.Adam(list(agent.actor.parameters()) + list(agent.critic.parameters()), lr=3e-3)
         for _ in range(60 if dynamics is step else 2):

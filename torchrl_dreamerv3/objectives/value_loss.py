@@ -19,8 +19,8 @@ class ValueLoss(DreamerLossBase):
 
     Needs the trajectory that :class:`~torchrl_dreamerv3.objectives.ActorLoss` writes under
     ``imagined`` (states, ``return``, ``weight``, and optionally the online critic's
-    ``value_logits``, which are then used instead of a second critic pass), and the posterior states of the replayed
-    sequence with ``reward``, ``is_terminal``, ``is_last``.
+    ``value_logits``, which are then used instead of a second critic pass), and the posterior
+    states of the replayed sequence with ``reward``, ``is_terminal``, ``is_last``.
 
     - ``loss_value = mean(sg(w_i) * (NLL(sg(R_i)) + slowreg * NLL(sg(v_slow(s_i)))))`` over ``i < H``;
       the imagined states carry no gradient, so only the critic trains.

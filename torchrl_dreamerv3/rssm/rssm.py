@@ -119,8 +119,8 @@ class RSSM(nn.Module):
         deter_weight = first.weight[:, : self.deter].t()
         rest = list(self.post_net)[2:]
         core_weights = self.core.step_weights()
-        # Host-side list of the steps where some sequence starts (a single sync, free on CPU);
-        # the others skip the reset multiplications, which would multiply by exactly 1.
+        # Host-side list of the steps where some sequence starts (one device sync per sequence);
+        # the other steps skip the reset multiplications, which would multiply by exactly 1.
         resets = is_first.any(0).tolist()
         deters, stochs, logits = [], [], []
         # unbind, not [:, t]: the backward of T selects would build T full-size zero tensors
