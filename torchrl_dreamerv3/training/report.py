@@ -205,6 +205,20 @@ def _pyplot():
     return plt
 
 
+def _save_return_axes(fig, ax, path, title) -> str:
+    """Labels a return-vs-steps plot the same way everywhere and writes it as a PNG."""
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title or "episode return")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def _moving_average(values: Sequence[float], window: int) -> list[float]:
     out, total = [], 0.0
     for i, v in enumerate(values):
@@ -231,18 +245,9 @@ def plot_returns(steps: Sequence[float], returns: Sequence[float], path: str | o
         ax.scatter(steps, returns, s=6, alpha=0.35, label="episode")
         if returns:
             ax.plot(steps, _moving_average(returns, smooth), lw=2, label=f"mean of last {smooth}")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return")
-        ax.set_title(title or "episode return")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best")
-        fig.tight_layout()
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fig.savefig(path, dpi=100)
+        return _save_return_axes(fig, ax, path, title)
     finally:
         plt.close(fig)
-    return path
 
 
 def bin_runs(runs, bins: int = 30):
@@ -290,15 +295,6 @@ def plot_curves(runs, path: str | os.PathLike, title: str | None = None, bins: i
     try:
         ax.fill_between(centers, low, high, alpha=0.25, label="min / max")
         ax.plot(centers, mean, lw=2, label=label or f"mean of {n} run{'s' if n != 1 else ''}")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("episode return")
-        ax.set_title(title or "episode return")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best")
-        fig.tight_layout()
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fig.savefig(path, dpi=100)
+        return _save_return_axes(fig, ax, path, title)
     finally:
         plt.close(fig)
-    return path
