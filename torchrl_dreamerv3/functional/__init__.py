@@ -2,6 +2,7 @@
 
 Every function works on arbitrary leading batch dimensions.
 """
+from .actor_dists import StraightThroughOneHot, TanhNormal, TruncatedNormal
 from .distributions import (
     binary_nll,
     bounded_normal,
@@ -25,6 +26,9 @@ from .symlog import symexp, symlog
 from .twohot import symexp_twohot_bins, twohot_encode, twohot_mean, twohot_nll
 
 __all__ = [
+    "TanhNormal",
+    "TruncatedNormal",
+    "StraightThroughOneHot",
     "symlog",
     "symexp",
     "symexp_twohot_bins",

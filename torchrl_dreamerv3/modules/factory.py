@@ -1,4 +1,5 @@
-"""Builds every DreamerV3 piece as a TensorDictModule from observation shapes and an action spec.
+"""Builds every Dreamer piece (V3, or V1/V2 through :data:`~torchrl_dreamerv3.modules.config.GENERATIONS`)
+as a TensorDictModule from observation shapes and an action spec.
 
 Default keys (all remappable through the ``keys`` argument of :func:`make_dreamerv3`):
 
@@ -15,24 +16,48 @@ actor          ``deter, stoch``                                                 
 critic         ``deter, stoch``                                                     ``value_logits, state_value``
 imagine_step   ``deter, stoch, action``                                             ``deter, stoch, prior_logits``
 ============== ==================================================================== =================
+
+The same keys serve every generation; what they hold depends on the config:
+
+- ``stoch``: categorical ``(..., S, Cl)`` straight-through one-hot; Gaussian (``latent="gaussian"``)
+  ``(..., S, 1)``. ``post_logits``/``prior_logits``: logits ``(..., S, Cl)``, or for the Gaussian
+  ``(..., S, 2)`` = ``(mean, std)`` stacked on the last axis (std already ``act(raw) + min_std``).
+- ``head_dist="normal"``: ``reward_logits``/``reward_pred`` and ``value_logits``/``state_value`` are
+  both the predicted unit-Normal mean ``(..., 1)`` (one tensor).
+- ``cont_head=False``: ``cont`` has no parameters and writes ``cont_prob = 1`` (``cont_logits`` a
+  large constant); the world-model loss skips the continue term.
+- ``cnn="k4s2"``: ``("reco", image_key)`` is the unit-Gaussian mean in the ``x / 255 - 0.5`` space
+  (no sigmoid); vector reconstructions are the raw vectors (no symlog).
+- the actor's distribution parameters are ``logits`` (discrete) or ``loc, scale`` (continuous;
+  pre-tanh for ``tanh_normal``), see :func:`make_actor`.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tensordict.nn import InteractionType, TensorDictModule, TensorDictSequential
+from tensordict.nn import InteractionType, TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.data import Categorical, OneHot, TensorSpec
 from torchrl.modules import IndependentNormal, OneHotCategorical, ProbabilisticActor
 
-from ..nets import BinaryHead, BoundedNormalHead, CategoricalHead, MultiDecoder, MultiEncoder, TwoHotHead
-from ..rssm import RSSM
+from ..functional.actor_dists import StraightThroughOneHot, TanhNormal, TruncatedNormal
+from ..functional.gaussian import tanh_normal_params, trunc_normal_params
+from ..nets import BinaryHead, BoundedNormalHead, CategoricalHead, MultiDecoder, MultiEncoder, NormalHead, TwoHotHead
+from ..nets.conv_k4s2 import K4S2Decoder, K4S2Encoder
+from ..rssm import RSSM, DenseRSSM, make_latent
 from .config import ModelConfig, model_config
-from .predictors import BinaryPredictor, BoundedNormalParams, TwoHotPredictor
+from .predictors import (
+    ActorNormalParams,
+    BinaryPredictor,
+    BoundedNormalParams,
+    ConstantContinue,
+    NormalPredictor,
+    TwoHotPredictor,
+)
 from .rssm import RSSMImagineStep, RSSMObserve, RSSMObserveStep, RSSMPrior
 
-__all__ = ["DreamerKeys", "DreamerV3Modules", "make_dreamerv3", "action_spec_info"]
+__all__ = ["DreamerKeys", "DreamerV3Modules", "make_dreamerv3", "make_dreamer", "make_actor", "action_spec_info"]
 
 
 @dataclass(frozen=True)
@@ -111,14 +136,23 @@ def make_dreamerv3(
     action_spec: TensorSpec,
     cfg: ModelConfig | str = "size12m",
     keys: DreamerKeys = DreamerKeys(),
+    *,
+    encoder: TensorDictModuleBase | None = None,
+    decoder: TensorDictModuleBase | None = None,
+    token_dim: int | None = None,
 ) -> DreamerV3Modules:
     """Builds encoder, RSSM, decoder, heads, actor and critic for the given observations and actions.
 
     Args:
         obs_shapes: observation key -> shape; 3-D shapes are ``(C, H, W)`` uint8 images, 1-D are vectors.
         action_spec: a TorchRL ``OneHot`` spec (discrete) or a float vector spec (continuous, in [-1, 1]).
-        cfg: a :class:`ModelConfig` or the name of a size preset (``debug``, ``size1m``, ... ``size400m``).
+        cfg: a :class:`ModelConfig` (any generation, e.g. ``model_config(generation="dreamerv2")``)
+            or the name of a V3 size preset (``debug``, ``size1m``, ... ``size400m``).
         keys: tensordict key names.
+        encoder: replaces the built encoder; it must write ``keys.tokens``. The RSSM needs the
+            token width: ``token_dim``, else the ``out_features`` of the module (or of its ``.module``).
+        decoder: replaces the built decoder (it should write ``(keys.reco, <obs key>)``).
+        token_dim: width of the user encoder's tokens (only with ``encoder``).
 
     Examples:
         >>> import torch
@@ -134,42 +168,128 @@ def make_dreamerv3(
     if not obs_keys:
         raise ValueError("obs_shapes is empty: DreamerV3 needs at least one observation key")
     k = keys
-    encoder_net = MultiEncoder(dict(obs_shapes), depth=cfg.depth, mults=cfg.mults, layers=cfg.enc_layers,
-                               units=cfg.units, kernel=cfg.kernel, strided=cfg.strided)
-    encoder = TensorDictModule(encoder_net, in_keys=list(encoder_net.keys), out_keys=[k.tokens])
-    rssm = RSSM(action_dim, encoder_net.out_features, deter=cfg.deter, hidden=cfg.hidden, stoch=cfg.stoch,
-                classes=cfg.classes, blocks=cfg.blocks, imglayers=cfg.imglayers, obslayers=cfg.obslayers,
-                dynlayers=cfg.dynlayers, unimix=cfg.unimix)
+    if encoder is None:
+        if token_dim is not None:
+            raise ValueError("token_dim is only used with a user encoder (encoder=...)")
+        encoder_net = _make_encoder_net(obs_shapes, cfg)
+        encoder = TensorDictModule(encoder_net, in_keys=list(encoder_net.keys), out_keys=[k.tokens])
+        token_dim = encoder_net.out_features
+    else:
+        token_dim = _user_token_dim(encoder, token_dim, k.tokens)
+    rssm = _make_rssm(cfg, action_dim, token_dim)
     latent = dict(deter=cfg.deter, stoch=cfg.stoch, classes=cfg.classes)
-    decoder_net = MultiDecoder(dict(obs_shapes), **latent, depth=cfg.depth, mults=cfg.mults,
-                               layers=cfg.dec_layers, units=cfg.units, kernel=cfg.kernel, blocks=cfg.bspace,
-                               strided=cfg.strided)
+    style = dict(act=cfg.act, norm=cfg.norm, init=cfg.init)
     state = [k.deter, k.stoch]
-    decoder = TensorDictModule(decoder_net, in_keys=state, out_keys=[(k.reco, key) for key in decoder_net.keys])
-    reward = TensorDictModule(
-        TwoHotPredictor(TwoHotHead(**latent, layers=cfg.rew_layers, units=cfg.units, bins=cfg.bins), cfg.bins),
-        in_keys=state, out_keys=[k.reward_logits, k.reward_pred])
-    cont = TensorDictModule(BinaryPredictor(BinaryHead(**latent, layers=cfg.con_layers, units=cfg.units)),
-                            in_keys=state, out_keys=[k.cont_logits, k.cont_prob])
-    critic = TensorDictModule(
-        TwoHotPredictor(TwoHotHead(**latent, layers=cfg.val_layers, units=cfg.units, bins=cfg.bins), cfg.bins),
-        in_keys=state, out_keys=[k.value_logits, k.state_value])
-    actor = _make_actor(cfg, latent, discrete, action_dim, state, k.action)
+    if decoder is None:
+        decoder_net = _make_decoder_net(obs_shapes, cfg, latent)
+        decoder = TensorDictModule(decoder_net, in_keys=state, out_keys=[(k.reco, key) for key in decoder_net.keys])
+    reward = TensorDictModule(_value_predictor(cfg, latent, style, cfg.rew_layers), in_keys=state,
+                              out_keys=[k.reward_logits, k.reward_pred])
+    cont_net = (BinaryPredictor(BinaryHead(**latent, layers=cfg.con_layers, units=cfg.units, **style))
+                if cfg.cont_head else ConstantContinue())
+    cont = TensorDictModule(cont_net, in_keys=state, out_keys=[k.cont_logits, k.cont_prob])
+    critic = TensorDictModule(_value_predictor(cfg, latent, style, cfg.val_layers), in_keys=state,
+                              out_keys=[k.value_logits, k.state_value])
+    actor = make_actor(cfg, discrete, action_dim, state, k.action)
     return DreamerV3Modules(cfg, keys, discrete, action_dim, obs_keys, encoder, rssm, decoder, reward, cont,
                             actor, critic)
 
 
-def _make_actor(cfg, latent, discrete, action_dim, state_keys, action_key) -> ProbabilisticActor:
-    """Categorical policy for discrete actions (no unimix, as the reference), bounded normal otherwise."""
+make_dreamer = make_dreamerv3  # the builder is generation-agnostic; this name says so
+
+
+def _make_encoder_net(obs_shapes, cfg: ModelConfig):
+    if cfg.cnn == "k4s2":
+        return K4S2Encoder(dict(obs_shapes), depth=cfg.depth, cnn_act=cfg.cnn_act or cfg.act, layers=cfg.enc_layers,
+                           units=cfg.units, act=cfg.act, norm=cfg.norm)
+    return MultiEncoder(dict(obs_shapes), depth=cfg.depth, mults=cfg.mults, layers=cfg.enc_layers,
+                        units=cfg.units, kernel=cfg.kernel, strided=cfg.strided)
+
+
+def _make_decoder_net(obs_shapes, cfg: ModelConfig, latent: dict):
+    if cfg.cnn == "k4s2":
+        return K4S2Decoder(dict(obs_shapes), **latent, depth=cfg.depth, cnn_act=cfg.cnn_act or cfg.act,
+                           layers=cfg.dec_layers, units=cfg.units, act=cfg.act, norm=cfg.norm)
+    return MultiDecoder(dict(obs_shapes), **latent, depth=cfg.depth, mults=cfg.mults, layers=cfg.dec_layers,
+                        units=cfg.units, kernel=cfg.kernel, blocks=cfg.bspace, strided=cfg.strided)
+
+
+def _user_token_dim(encoder: TensorDictModuleBase, token_dim: int | None, tokens_key) -> int:
+    if tokens_key not in list(encoder.out_keys):
+        raise ValueError(f"the user encoder must write {tokens_key!r} (the RSSM reads it); its out_keys are "
+                         f"{list(encoder.out_keys)}")
+    if token_dim is None:
+        token_dim = getattr(encoder, "out_features", None) or getattr(getattr(encoder, "module", None),
+                                                                      "out_features", None)
+    if not isinstance(token_dim, int) or token_dim < 1:
+        raise ValueError("cannot tell the width of the user encoder's tokens: pass token_dim=... (or give the "
+                         "encoder, or its .module, an int attribute out_features)")
+    return token_dim
+
+
+def _make_rssm(cfg: ModelConfig, action_dim: int, token_dim: int):
+    if cfg.cell == "block_gru":
+        return RSSM(action_dim, token_dim, deter=cfg.deter, hidden=cfg.hidden, stoch=cfg.stoch,
+                    classes=cfg.classes, blocks=cfg.blocks, imglayers=cfg.imglayers, obslayers=cfg.obslayers,
+                    dynlayers=cfg.dynlayers, unimix=cfg.unimix)
+    latent = make_latent(cfg.latent, cfg.stoch, cfg.classes, cfg.unimix, cfg.std_act, cfg.min_std)
+    return DenseRSSM(action_dim, token_dim, latent, deter=cfg.deter, hidden=cfg.hidden, cell=cfg.cell,
+                     imglayers=cfg.imglayers, obslayers=cfg.obslayers, act=cfg.act, norm=cfg.norm,
+                     init=cfg.init, mask_first_action=cfg.mask_first_action)
+
+
+def _value_predictor(cfg: ModelConfig, latent: dict, style: dict, layers: int):
+    """Reward or critic: symexp two-hot (V3) or the unit-variance Normal mean (V1/V2)."""
+    if cfg.head_dist == "normal":
+        return NormalPredictor(NormalHead(**latent, layers=layers, units=cfg.units, **style))
+    return TwoHotPredictor(TwoHotHead(**latent, layers=layers, units=cfg.units, bins=cfg.bins, **style), cfg.bins)
+
+
+def _actor_kind(actor_dist: str, discrete: bool) -> str:
+    if actor_dist == "auto":
+        return "categorical" if discrete else "bounded_normal"
     if discrete:
-        net = CategoricalHead(**latent, layers=cfg.pol_layers, units=cfg.units, actions=action_dim)
+        return "onehot"  # V1/V2: tanh_normal / trunc_normal name the continuous choice only
+    if actor_dist == "onehot":
+        raise ValueError("actor_dist='onehot' needs a discrete (OneHot) action spec; the spec is continuous")
+    return actor_dist
+
+
+def make_actor(cfg: ModelConfig, discrete: bool, action_dim: int, state_keys, action_key) -> ProbabilisticActor:
+    """The policy as a TorchRL ``ProbabilisticActor`` over ``(deter, stoch)`` writing ``action_key``.
+
+    ================ ============================ ====================== =================================
+    ``actor_dist``    discrete actions             continuous actions     distribution params keys
+    ================ ============================ ====================== =================================
+    ``auto`` (V3)     ``OneHotCategorical``        ``IndependentNormal``  ``logits`` / ``loc, scale``
+                                                   (bounded normal)
+    ``tanh_normal``   ``StraightThroughOneHot``    ``TanhNormal``         ``logits`` / ``loc, scale``
+    ``trunc_normal``  ``StraightThroughOneHot``    ``TruncatedNormal``    ``logits`` / ``loc, scale``
+    ``onehot``        ``StraightThroughOneHot``    error                  ``logits``
+    ================ ============================ ====================== =================================
+
+    V1/V2 distributions sample with ``rsample`` (gradients reach the actor through the action).
+    """
+    latent = dict(deter=cfg.deter, stoch=cfg.stoch, classes=cfg.classes)
+    style = dict(act=cfg.act, norm=cfg.norm, init=cfg.init)
+    kind = _actor_kind(cfg.actor_dist, discrete)
+    kwargs = {}
+    if kind in ("categorical", "onehot"):
+        net = CategoricalHead(**latent, layers=cfg.pol_layers, units=cfg.units, actions=action_dim, **style)
         params = TensorDictModule(net, in_keys=state_keys, out_keys=["logits"])
-        dist_keys, dist_cls = ["logits"], OneHotCategorical
+        dist_keys = ["logits"]
+        dist_cls = OneHotCategorical if kind == "categorical" else StraightThroughOneHot
     else:
-        net = BoundedNormalParams(BoundedNormalHead(**latent, layers=cfg.pol_layers, units=cfg.units,
-                                                    actions=action_dim), cfg.minstd, cfg.maxstd)
+        head = BoundedNormalHead(**latent, layers=cfg.pol_layers, units=cfg.units, actions=action_dim, **style)
+        if kind == "bounded_normal":
+            net, dist_cls = BoundedNormalParams(head, cfg.minstd, cfg.maxstd), IndependentNormal
+        elif kind == "tanh_normal":
+            net, dist_cls, kwargs = ActorNormalParams(head, tanh_normal_params), TanhNormal, dict(samples=100)
+        else:
+            net, dist_cls = ActorNormalParams(head, trunc_normal_params), TruncatedNormal
         params = TensorDictModule(net, in_keys=state_keys, out_keys=["loc", "scale"])
-        dist_keys, dist_cls = ["loc", "scale"], IndependentNormal
+        dist_keys = ["loc", "scale"]
     # The reference samples when acting, in evaluation too, and in imagination: RANDOM by default.
     return ProbabilisticActor(params, in_keys=dist_keys, out_keys=[action_key], distribution_class=dist_cls,
-                              return_log_prob=False, default_interaction_type=InteractionType.RANDOM)
+                              distribution_kwargs=kwargs or None, return_log_prob=False,
+                              default_interaction_type=InteractionType.RANDOM)

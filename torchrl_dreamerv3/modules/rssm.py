@@ -1,4 +1,9 @@
-"""TensorDict wrappers of the RSSM: key wiring only, the math lives in :mod:`torchrl_dreamerv3.rssm`."""
+"""TensorDict wrappers of the RSSM: key wiring only, the math lives in :mod:`torchrl_dreamerv3.rssm`.
+
+They wrap V3's :class:`~torchrl_dreamerv3.rssm.RSSM` and V1/V2's :class:`~torchrl_dreamerv3.rssm.DenseRSSM`
+alike (same methods and ``stoch``/``classes`` attributes). With a Gaussian latent ``stoch`` is
+``(..., S, 1)`` and the ``*_logits`` keys hold ``(mean, std)`` stacked as ``(..., S, 2)``.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,7 +13,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 
-from ..rssm import RSSM
+from ..rssm import RSSM, DenseRSSM
 
 __all__ = ["RSSMObserve", "RSSMObserveStep", "RSSMImagineStep", "RSSMPrior"]
 
@@ -24,7 +29,7 @@ class _RSSMModule(TensorDictModuleBase):
     default_in_keys: tuple = ()
     default_out_keys: tuple = ()
 
-    def __init__(self, rssm: RSSM, in_keys=None, out_keys=None):
+    def __init__(self, rssm: RSSM | DenseRSSM, in_keys=None, out_keys=None):
         super().__init__()
         self.rssm = rssm
         name = type(self).__name__

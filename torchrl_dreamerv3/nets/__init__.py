@@ -1,7 +1,9 @@
 """Plain ``nn.Module`` networks of DreamerV3: tensors in, tensors out (SPEC §2, §4, §5)."""
 from .decoder import MultiDecoder, TransposedConv2d, UpsampleConv2d, upsample2x
 from .encoder import MultiEncoder, SameStridedConv2d
-from .heads import BinaryHead, BoundedNormalHead, CategoricalHead, MLPHead, TwoHotHead, check_state
+from .conv_k4s2 import K4S2Decoder, K4S2Encoder
+from .dense import DenseLinear, DenseMLP, make_linear, make_mlp
+from .heads import BinaryHead, BoundedNormalHead, CategoricalHead, MLPHead, NormalHead, TwoHotHead, check_state
 from .layers import (
     MLP,
     RMS_EPS,
@@ -34,6 +36,14 @@ __all__ = [
     "check_state",
     "MLPHead",
     "TwoHotHead",
+    "NormalHead",
+    # V1/V2
+    "K4S2Encoder",
+    "K4S2Decoder",
+    "DenseLinear",
+    "DenseMLP",
+    "make_mlp",
+    "make_linear",
     "BinaryHead",
     "CategoricalHead",
     "BoundedNormalHead",

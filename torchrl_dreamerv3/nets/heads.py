@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchrl_dreamerv3.nets.layers import MLP, Linear
+from torchrl_dreamerv3.nets.dense import make_linear, make_mlp
 
 __all__ = [
     "check_state",
     "MLPHead",
     "TwoHotHead",
+    "NormalHead",
     "BinaryHead",
     "CategoricalHead",
     "BoundedNormalHead",
@@ -46,14 +47,17 @@ class MLPHead(nn.Module):
         layers, units: the MLP, ``layers`` x [Linear(units) -> RMSNorm -> SiLU].
         out_features: size of the output layer ``out``.
         outscale: init scale of ``out`` (0 gives an all-zero kernel).
+        act, norm, init: layer recipe (V3: ``silu``, ``rms``, ``trunc_normal``; V1/V2: ``elu``, ``none``,
+            ``glorot``), see :func:`~torchrl_dreamerv3.nets.dense.make_mlp`.
     """
 
-    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, out_features: int, outscale: float = 1.0):
+    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, out_features: int,
+                 outscale: float = 1.0, act: str = "silu", norm: str = "rms", init: str = "trunc_normal"):
         super().__init__()
         self.deter, self.stoch, self.classes = deter, stoch, classes
         self.in_features = deter + stoch * classes
-        self.mlp = MLP(self.in_features, layers, units)
-        self.out = Linear(self.mlp.out_features, out_features, outscale)
+        self.mlp = make_mlp(self.in_features, layers, units, act, norm, init)
+        self.out = make_linear(self.mlp.out_features, out_features, init, outscale)
         self.out_features = out_features
 
     def trunk(self, deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
@@ -79,23 +83,32 @@ class MLPHead(nn.Module):
 class TwoHotHead(MLPHead):
     """Reward / value head: ``bins`` logits for the symexp two-hot output (zero-init by default)."""
 
-    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, bins: int = 255, outscale: float = 0.0):
-        super().__init__(deter, stoch, classes, layers, units, bins, outscale)
+    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, bins: int = 255,
+                 outscale: float = 0.0, **style):
+        super().__init__(deter, stoch, classes, layers, units, bins, outscale, **style)
         self.bins = bins
+
+
+class NormalHead(MLPHead):
+    """Reward / value head of V1/V2: the mean ``(..., 1)`` of a unit-variance Normal (a linear output)."""
+
+    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, outscale: float = 1.0, **style):
+        super().__init__(deter, stoch, classes, layers, units, 1, outscale, **style)
 
 
 class BinaryHead(MLPHead):
     """Continue head: one Bernoulli logit ``(..., 1)``."""
 
-    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, outscale: float = 1.0):
-        super().__init__(deter, stoch, classes, layers, units, 1, outscale)
+    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, outscale: float = 1.0, **style):
+        super().__init__(deter, stoch, classes, layers, units, 1, outscale, **style)
 
 
 class CategoricalHead(MLPHead):
     """Discrete policy head: ``actions`` logits (no unimix, as in the reference, SPEC §5.3)."""
 
-    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, actions: int, outscale: float = 0.01):
-        super().__init__(deter, stoch, classes, layers, units, actions, outscale)
+    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, actions: int,
+                 outscale: float = 0.01, **style):
+        super().__init__(deter, stoch, classes, layers, units, actions, outscale, **style)
         self.actions = actions
 
 
@@ -108,10 +121,11 @@ class BoundedNormalHead(MLPHead):
     ``torchrl_dreamerv3.functional.distributions.bounded_normal``.
     """
 
-    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, actions: int, outscale: float = 0.01):
-        super().__init__(deter, stoch, classes, layers, units, actions, outscale)
+    def __init__(self, deter: int, stoch: int, classes: int, layers: int, units: int, actions: int,
+                 outscale: float = 0.01, **style):
+        super().__init__(deter, stoch, classes, layers, units, actions, outscale, **style)
         self.actions = actions
-        self.std_out = Linear(self.mlp.out_features, actions, outscale)
+        self.std_out = make_linear(self.mlp.out_features, actions, style.get("init", "trunc_normal"), outscale)
 
     def forward(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.trunk(deter, stoch)
