@@ -4,10 +4,12 @@
     python benchmarks/learning.py --task pendulum --seeds 0
     python benchmarks/learning.py --task cartpole_pixels --seeds 0 --steps 30000
     python benchmarks/learning.py --task cartpole --seeds 0 -- run.train_ratio=512   # extra Hydra overrides
+    python benchmarks/learning.py --task pendulum --algo dreamerv1 --seeds 0          # an earlier generation
+    python benchmarks/learning.py --plot-generations cartpole                          # V1/V2/V3 curves in one PNG
 
 Each seed runs ``examples/dreamerv3_atari.py`` (the main job's loop) in a subprocess with the task's
 settings below, then the script writes ``results/<name>.csv`` (seed, env step, episode return) and
-``results/<name>.png`` (mean and min/max over seeds), and prints per seed the mean return of the last 10
+``results/<name>.png`` (one curve per seed), and prints per seed the mean return of the last 10
 episodes, the env steps at which the 10-episode average first reached the target, and the wall time.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from torchrl_dreamerv3.training.report import plot_curves, read_returns_csv  # noqa: E402
+from torchrl_dreamerv3.training.report import bin_runs, plot_curves, read_returns_csv  # noqa: E402
 
 # A small model (size1m's depth of layers with narrower state) and short windows: what trains in under an
 # hour on 2 CPU cores. Targets are the issue's: CartPole >= 450, Pendulum >= -300 (mean of the last 10 episodes).
@@ -31,6 +33,14 @@ from torchrl_dreamerv3.training.report import plot_curves, read_returns_csv  # n
 # (fixed since), which made the policy collapse early; whether the reference lr now suffices is still to measure.
 SMALL = ["size=size1m", "model.deter=128", "model.hidden=64", "model.classes=8", "model.units=64",
          "batch_size=16", "batch_length=32", "opt.lr=3e-4", "opt.warmup=100"]
+# The earlier generations at the same state sizes, batch and train ratio, so that the curves compare the
+# algorithms rather than the model sizes; their optimisers keep the authors' learning rates (configs/algo).
+GENERATION_SMALL = {
+    "dreamerv1": ["model.deter=128", "model.hidden=64", "model.units=64", "batch_size=16", "batch_length=32"],
+    "dreamerv2": ["model.deter=128", "model.hidden=64", "model.classes=8", "model.units=64", "batch_size=16",
+                  "batch_length=32"],
+}
+GENERATION_SMALL["dreamerv2_dmc"] = GENERATION_SMALL["dreamerv2"]
 TASKS = {
     "cartpole": dict(overrides=["env=cartpole", *SMALL, "run.train_ratio=256"], steps=10_000, target=450.0),
     "pendulum": dict(overrides=["env=pendulum", *SMALL, "run.train_ratio=256"], steps=8_000, target=-300.0),
@@ -51,9 +61,18 @@ def moving_average_first_reach(steps, returns, target, window=10):
     return None
 
 
-def run_seed(task: dict, seed: int, steps: int, outdir: Path, extra: list[str], threads: int) -> tuple[Path, float]:
+def task_overrides(task: dict, algo: str) -> list[str]:
+    """The task's Hydra overrides; for an earlier generation its preset replaces DreamerV3's small model."""
+    if algo == "dreamerv3":
+        return list(task["overrides"])
+    own = [o for o in task["overrides"] if o not in SMALL]
+    return [f"algo={algo}", *own, *GENERATION_SMALL[algo]]
+
+
+def run_seed(overrides: list[str], seed: int, steps: int, outdir: Path, extra: list[str],
+             threads: int) -> tuple[Path, float]:
     logdir = outdir / f"seed{seed}"
-    cmd = [sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), *task["overrides"], f"seed={seed}",
+    cmd = [sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), *overrides, f"seed={seed}",
            f"run.steps={steps}", f"logdir={logdir}", f"threads={threads}", "run.report_every=1000000", *extra]
     print(" ".join(cmd[1:]), flush=True)
     start = time.time()
@@ -64,6 +83,10 @@ def run_seed(task: dict, seed: int, steps: int, outdir: Path, extra: list[str], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), default="cartpole")
+    parser.add_argument("--algo", choices=["dreamerv3", *GENERATION_SMALL], default="dreamerv3",
+                        help="the generation to train (configs/algo); results go to <task>_<algo> unless dreamerv3")
+    parser.add_argument("--plot-generations", metavar="TASK", default=None,
+                        help="only plot results/TASK{,_dreamerv1,_dreamerv2,...}.csv into results/TASK_generations.png")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=None, help="env steps per seed (default: the task's)")
     parser.add_argument("--name", default=None, help="results/<name>.csv|png (default: the task name)")
@@ -71,16 +94,18 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/learning", help="where the runs' directories go")
     parser.add_argument("extra", nargs="*", help="Hydra overrides passed to every run (after --)")
     args = parser.parse_args()
+    if args.plot_generations:
+        return plot_generations(args.plot_generations)
     task = TASKS[args.task]
     steps = args.steps or task["steps"]
-    name = args.name or args.task
+    name = args.name or (args.task if args.algo == "dreamerv3" else f"{args.task}_{args.algo}")
     outdir = ROOT / args.runs / name
     results = ROOT / "results"
     results.mkdir(exist_ok=True)
 
     rows, curves, summary = [], {}, []
     for seed in args.seeds:
-        episodes, wall = run_seed(task, seed, steps, outdir, args.extra, args.threads)
+        episodes, wall = run_seed(task_overrides(task, args.algo), seed, steps, outdir, args.extra, args.threads)
         ep_steps, ep_returns = read_returns_csv(episodes)
         curves[f"seed {seed}"] = (ep_steps, ep_returns)
         rows += [(seed, int(s), r) for s, r in zip(ep_steps, ep_returns)]
@@ -92,12 +117,56 @@ def main() -> None:
         writer = csv.writer(f)
         writer.writerow(["seed", "env_step", "return"])
         writer.writerows(rows)
-    plot_curves(curves, results / f"{name}.png", title=f"DreamerV3 {name} ({len(args.seeds)} seeds)")
+    plot_curves(curves, results / f"{name}.png", title=f"{args.algo} {args.task} ({len(args.seeds)} seeds)")
     print(f"\n{name}: target {task['target']}, {steps} env steps per seed")
     print("seed | last-10 mean return | env steps to target | wall time")
     for seed, last10, reached, wall in summary:
         print(f"{seed} | {last10:.1f} | {reached if reached is not None else 'not reached'} | {wall / 60:.1f} min")
     print(f"wrote {results / (name + '.csv')} and {results / (name + '.png')}")
+
+
+def read_results(path: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """``results/<name>.csv`` as ``"seed N" -> (env steps, returns)``."""
+    runs: dict[str, tuple[list[int], list[float]]] = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            steps, returns = runs.setdefault(f"seed {row['seed']}", ([], []))
+            steps.append(int(row["env_step"]))
+            returns.append(float(row["return"]))
+    return runs
+
+
+def plot_generations(task: str) -> None:
+    """``results/<task>_generations.png``: the mean return (over seeds) of every generation with results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = ROOT / "results"
+    fig, ax = plt.subplots(figsize=(6, 4))
+    found = 0
+    for algo in ("dreamerv3", *GENERATION_SMALL):
+        path = results / (f"{task}.csv" if algo == "dreamerv3" else f"{task}_{algo}.csv")
+        if not path.exists():
+            continue
+        runs = read_results(path)
+        centers, mean, low, high, _ = bin_runs(runs, 30)
+        ax.plot(centers, mean, lw=2, label=f"{algo} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        ax.fill_between(centers, low, high, alpha=0.15)
+        found += 1
+        print(f"{algo}: {sum(len(r[0]) for r in runs.values())} episodes from {path.name}")
+    if not found:
+        raise SystemExit(f"no results/{task}*.csv to plot")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(f"{task}: Dreamer generations (mean, min/max over seeds)")
+    ax.legend()
+    out = results / f"{task}_generations.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -111,3 +111,57 @@ def test_train_ratio_counts_trained_steps_per_env_step():
     clone = TrainRatio(32, 16, 64)
     clone.load_state_dict(state)
     assert [clone(s) for s in range(4225, 4300)] == [ratio(s) for s in range(4225, 4300)]
+
+
+# ---------------------------------------------------------------- DreamerV1 / V2 presets (configs/algo)
+
+@pytest.mark.parametrize("algo", ["dreamerv1", "dreamerv2", "dreamerv2_dmc"])
+def test_generation_presets_run_end_to_end(tmp_path, algo):
+    out = _run(tmp_path, f"algo={algo}", "env=pendulum", "run.steps=64")
+    assert out.returncode == 0, out.stderr[-3000:]
+    counters = _counters(tmp_path)
+    assert counters["updates"] > 0
+    assert (tmp_path / "dreamerv3" / "scalars" / "train" / "loss_kl.csv").is_file()
+
+
+def test_generation_presets_build_their_learners():
+    from torchrl_dreamerv3.envs import make_env
+    from torchrl_dreamerv3.optim import GroupAdam, LaProp
+    from torchrl_dreamerv3.training.setup import make_agent, make_learner, validate_config
+
+    env = make_env("pendulum")
+    built = {}
+    for algo in ("dreamerv3", "dreamerv1", "dreamerv2"):
+        cfg = _compose(f"algo={algo}", "size=debug", "env=pendulum")
+        validate_config(cfg)
+        agent = make_agent(cfg, env, torch.device("cpu"))
+        built[algo] = (agent, make_learner(cfg, agent))
+    agent, learner = built["dreamerv3"]
+    assert agent.cfg.latent == "categorical" and isinstance(learner.optimizer, LaProp)
+    assert learner.critic_target == "ema" and learner.context == "replay" and learner.world_model_loss.kl == "dyn_rep"
+    agent, learner = built["dreamerv1"]
+    assert agent.cfg.latent == "gaussian" and agent.cfg.deter == 8  # size=debug shrinks the V1 preset
+    assert isinstance(learner.optimizer, GroupAdam) and learner.critic_target == "online" and learner.context == "zero"
+    assert learner.world_model_loss.kl == "joint" and learner.actor_loss.actor_grad == "dynamics"
+    assert not learner.actor_loss.imag_includes_start and learner.world_model_loss.free_nats == 3.0
+    agent, learner = built["dreamerv2"]
+    assert agent.cfg.cell == "ln_gru" and learner.critic_target == "hard" and learner.context == "first"
+    assert learner.actor_loss.actor_grad == "dynamics"  # auto: pendulum is continuous
+    assert learner.actor_loss.critic_for_targets == "slow" and learner.world_model_loss.kl == "balanced"
+    assert learner.optimizer.weight_decay == 1e-6 and learner.optimizer.current_lr("actor") == 4e-5
+    env.close()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("algo.kl=balance", "algo.kl='balance' is unknown"),
+    ("algo.optimizer=adam", "algo.optimizer='adam' is unknown"),
+    ("algo.actor_grad=dynamics", "needs algo.optimizer=adam3"),
+    ("algo.generation=dreamerv4", "algo.generation='dreamerv4' is unknown"),
+    ("algo.grad_heads=[decoder,value]", "unknown heads"),
+    ("algo.critic_for_targets=slow", "does not support"),
+])
+def test_bad_algo_switches_fail_before_training(override, message):
+    from torchrl_dreamerv3.training.setup import validate_config
+
+    with pytest.raises(ValueError, match=message):
+        validate_config(_compose(override))

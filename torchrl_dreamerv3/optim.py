@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["LaProp", "warmup_lr"]
+__all__ = ["LaProp", "GroupAdam", "warmup_lr"]
 
 
 def warmup_lr(lr: float, warmup: int, count: int) -> float:
@@ -137,3 +137,71 @@ class LaProp(torch.optim.Optimizer):
         elif lr:
             torch._foreach_addcdiv_(params, grads, denom, value=-lr * s)
         return gnorms
+
+
+class GroupAdam:
+    """DreamerV1/V2's optimisers: one ``torch.optim.Adam`` per parameter group (SPEC_V1_V2 §1.5, §2.5).
+
+    Each group (world model, actor, critic) has its own learning rate and is clipped to a global
+    gradient norm of ``clip`` on its own. ``weight_decay`` is V2's decoupled decay
+    ``p <- (1 - weight_decay) p`` applied before the Adam step, *not* scaled by the learning rate
+    (unlike ``AdamW``); V1 has none. Gradients are expected in ``.grad``, each group's only from its
+    own loss (the learner backpropagates each loss into its group only).
+
+    Args:
+        groups: name -> parameters, e.g. ``{"model": ..., "actor": ..., "critic": ...}``.
+        lr: name -> learning rate (every group needs one).
+        eps: Adam epsilon (V1: 1e-7, Keras' default; V2: 1e-5). clip: global-norm clip per group (100).
+        weight_decay: decoupled decay per step (V2: 1e-6; 0 disables it).
+
+    Examples:
+        >>> import torch
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+        >>> opt = GroupAdam({"model": a.parameters(), "actor": b.parameters()}, {"model": 1e-3, "actor": 1e-4})
+        >>> b(a(torch.ones(1, 2))).sum().backward()
+        >>> opt.step()
+        >>> sorted(opt.last_grad_norm)
+        ['actor', 'model']
+    """
+
+    def __init__(self, groups: dict, lr: dict, *, eps: float = 1e-5, clip: float = 100.0,
+                 weight_decay: float = 0.0):
+        groups = {name: [p for p in params if p.requires_grad] for name, params in groups.items()}
+        missing = set(groups) - set(lr)
+        if missing:
+            raise ValueError(f"GroupAdam: no learning rate for groups {sorted(missing)}; got lr for {sorted(lr)}")
+        seen: set[int] = set()
+        for name, params in groups.items():
+            shared = seen & {id(p) for p in params}
+            if shared:
+                raise ValueError(f"GroupAdam: group {name!r} shares {len(shared)} parameters with another group")
+            seen |= {id(p) for p in params}
+        self.groups, self.clip, self.weight_decay = groups, clip, weight_decay
+        self.optimizers = {name: torch.optim.Adam(params, lr=lr[name], eps=eps) for name, params in groups.items()}
+        self.last_grad_norm: dict[str, torch.Tensor] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self, names=None) -> None:
+        """Clips, decays and steps the groups ``names`` (all by default)."""
+        for name in (self.optimizers if names is None else names):
+            params = self.groups[name]
+            self.last_grad_norm[name] = torch.nn.utils.clip_grad_norm_(params, self.clip)
+            if self.weight_decay:
+                with torch.no_grad():
+                    torch._foreach_mul_(params, 1.0 - self.weight_decay)
+            self.optimizers[name].step()
+
+    def current_lr(self, name: str = "model") -> float:
+        return self.optimizers[name].param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.optimizers):
+            raise ValueError(f"GroupAdam state has groups {sorted(state)}, expected {sorted(self.optimizers)}")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])

@@ -53,7 +53,7 @@ class ModelConfig:
     head_dist: str = "twohot"  # reward/critic output: "twohot" | "normal" (unit-variance Normal mean)
     actor_dist: str = "auto"  # "auto" (V3) | "tanh_normal" (V1) | "trunc_normal" (V2) | "onehot"
     cont_head: bool = True  # False: no learned continue head (V1, V2 DMC); cont_prob is a constant 1
-    mask_first_action: bool = True  # zero the previous action at is_first (V2, V3); V1 keeps it
+    mask_first_action: bool = True  # zero the previous action at is_first (every preset; an ablation switch)
 
     def __post_init__(self):
         _check_generation_fields(self)
@@ -118,12 +118,14 @@ _V1V2_COMMON = dict(
 #: continuous-action distribution; discrete action spaces get ``onehot`` (straight-through).
 GENERATIONS: dict[str, dict] = {
     # danijar/dreamer (TF2): Gaussian 30-d latent, Keras GRU 200, ReLU convs depth 32, ELU MLPs 400;
-    # reward 2, value 3, actor 4 layers; no pcont head by default; the chunk start keeps its action.
+    # reward 2, value 3, actor 4 layers; no pcont head by default. The previous action is zeroed at
+    # is_first as in V2: V1's stored reset step holds a zero action and its policy masks the action on
+    # reset; only a chunk that starts mid-episode keeps its true action, which algo.context=zero handles.
     "dreamerv1": dict(
         _V1V2_COMMON, latent="gaussian", stoch=30, classes=1, std_act="softplus", min_std=0.1,
         deter=200, hidden=200, cell="gru", depth=32, cnn_act="relu",
         rew_layers=2, val_layers=3, con_layers=3, pol_layers=4,
-        actor_dist="tanh_normal", cont_head=False, mask_first_action=False,
+        actor_dist="tanh_normal", cont_head=False, mask_first_action=True,
     ),
     # danijar/dreamerv2 Atari: 32x32 categorical without unimix, LN-GRU 600, ELU convs depth 48,
     # 4x400 heads, discount head on.

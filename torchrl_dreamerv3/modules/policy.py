@@ -23,6 +23,8 @@ class DreamerV3Policy(TensorDictModuleBase):
     ``action`` and ``prev_action`` (the latter is the carry for step ``t + 1``).
 
     Actions are always sampled, in evaluation too, as the reference does. Runs without gradient.
+    ``expl_noise > 0`` (DreamerV1's ``additive_gaussian`` exploration, 0.3) adds ``N(0, expl_noise)``
+    to continuous actions and clips them to ``[-1, 1]``; discrete actions are left as sampled.
 
     Examples:
         >>> import torch
@@ -38,9 +40,12 @@ class DreamerV3Policy(TensorDictModuleBase):
         tensor([1, 1, 1])
     """
 
-    def __init__(self, modules: DreamerV3Modules, action_dtype: torch.dtype | None = None):
+    def __init__(self, modules: DreamerV3Modules, action_dtype: torch.dtype | None = None, expl_noise: float = 0.0):
         super().__init__()
+        if expl_noise < 0:
+            raise ValueError(f"expl_noise must be >= 0, got {expl_noise}")
         self.agent = modules
+        self.expl_noise = expl_noise
         k = modules.keys
         self.action_dtype = action_dtype
         self.in_keys = [*modules.encoder.in_keys, k.is_first, k.deter, k.stoch, k.prev_action]
@@ -61,6 +66,8 @@ class DreamerV3Policy(TensorDictModuleBase):
         step.set(k.prev_action, tensordict.get(k.prev_action))
         step = agent.actor(agent.observe_step(agent.encoder(step)))
         action = step.get(k.action)
+        if self.expl_noise and not agent.discrete:
+            action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1.0, 1.0)
         if self.action_dtype is not None:
             action = action.to(self.action_dtype)
         tensordict.set(k.deter, step.get(k.deter))

@@ -8,7 +8,7 @@ from torchrl.objectives import LossModule
 
 from ..functional import symexp_twohot_bins
 
-__all__ = ["DreamerLossBase"]
+__all__ = ["DreamerLossBase", "check_choice"]
 
 
 class DreamerLossBase(LossModule):
@@ -49,3 +49,10 @@ class DreamerLossBase(LossModule):
         if key not in cache:
             cache[key] = symexp_twohot_bins(num_bins, device=like.device, dtype=like.dtype)
         return cache[key]
+
+
+def check_choice(name: str, value, choices) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` that names the option and the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+    return value

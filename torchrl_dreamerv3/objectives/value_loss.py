@@ -9,7 +9,8 @@ from tensordict.nn import TensorDictModule, TensorDictParams
 from tensordict.utils import NestedKey
 
 from ..functional import replay_return, twohot_nll
-from .common import DreamerLossBase
+from ..functional.returns_v1v2 import unit_gaussian_nll
+from .common import DreamerLossBase, check_choice
 
 __all__ = ["ValueLoss"]
 
@@ -31,10 +32,18 @@ class ValueLoss(DreamerLossBase):
     The slow critic lives in ``target_critic_network_params`` (TorchRL target parameters); step a
     :class:`torchrl.objectives.SoftUpdate` with ``tau=0.02`` after every optimiser step.
 
+    With ``head_dist="normal"`` (DreamerV1/V2, SPEC_V1_V2 §1.4, §2.4) the critic's ``state_value``
+    is the mean of a unit-variance Gaussian and the only term is
+    ``loss_value = mean(sg(w_i) * 0.5 * (v(s_i) - sg(R_i))^2)`` over the imagined targets; there is
+    no slow-critic regulariser and no replay term. The slow critic then only provides targets
+    (V2, :meth:`slow_critic`), kept by a hard copy.
+
     Args:
         critic: module reading ``(deter, stoch)`` and writing ``value_logits``.
         value (1.0), repval (0.3): loss scales. slowreg (1.0): weight of the slow-critic term.
         lam (0.95), horizon (333): replay return parameters (``disc = 1 - 1/horizon``).
+        head_dist: ``twohot`` (V3) or ``normal`` (V1/V2).
+        slow_critic: create the slow critic's target parameters (True); V1 has none (``normal`` only).
     """
 
     @dataclass
@@ -66,11 +75,21 @@ class ValueLoss(DreamerLossBase):
         slowreg: float = 1.0,
         lam: float = 0.95,
         horizon: float = 333.0,
+        head_dist: str = "twohot",
+        slow_critic: bool = True,
     ):
         super().__init__()
-        self.convert_to_functional(critic, "critic_network", create_target_params=True)
-        self.scales = dict(value=value, repval=repval)
+        self.head_dist = check_choice("head_dist", head_dist, ("twohot", "normal"))
+        if not slow_critic and head_dist == "twohot":
+            raise ValueError("head_dist='twohot' (DreamerV3) regularises towards the slow critic: slow_critic=True needed")
+        self.convert_to_functional(critic, "critic_network", create_target_params=slow_critic)
+        self.scales = dict(value=value, repval=repval) if head_dist == "twohot" else dict(value=value)
         self.slowreg, self.lam, self.horizon = slowreg, lam, horizon
+
+    def slow_critic(self, states: TensorDictBase) -> TensorDictBase:
+        """The slow (target) critic on ``states``: the critic run with ``target_critic_network_params``."""
+        with self.target_critic_network_params.to_module(self.critic_network):
+            return self.critic_network(states)
 
     def _critic_nll(self, states: TensorDictBase, target: torch.Tensor,
                     logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +121,21 @@ class ValueLoss(DreamerLossBase):
             return None
         return logits[..., :horizon, :]
 
+    def _forward_normal(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """V1/V2: unit-Gaussian critic on the imagined states ``s_0..s_{N-2}``, target-aligned weights."""
+        keys = self.tensor_keys
+        imagined = self._get(tensordict, keys.imagined)
+        steps = imagined.shape[-1] - 1
+        states = imagined.select(keys.deter, keys.stoch).detach()
+        pred = self.critic_network(states.clone(False)).get(keys.state_value).squeeze(-1)[..., :steps]
+        targets = self._get(imagined, keys.ret)[..., :steps].detach()
+        weight = self._get(imagined, keys.weight)[..., :steps].detach()
+        value = weight * unit_gaussian_nll(pred, targets)
+        return self._scaled(dict(value=value), dict(value_pred=pred.mean()))
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self.head_dist == "normal":
+            return self._forward_normal(tensordict)
         keys = self.tensor_keys
         imagined = self._get(tensordict, keys.imagined)
         horizon = imagined.shape[-1] - 1

@@ -11,8 +11,9 @@ Posterior step (``obs_step``): ``post = latent.stats(Dense(stats)(MLP([h, embed]
 (:mod:`~torchrl_dreamerv3.rssm.latents`) decides between logits and Gaussian stats.
 
 Resets: the previous state is zeroed where ``is_first``; the previous action too when
-``mask_first_action`` (V2). V1 keeps the true previous action (its training chunks start from a
-zero state but with the recorded ``action[0]``, SPEC_V1_V2 §1.1).
+``mask_first_action`` (V1 and V2: their reset steps hold a zero action). V1's training chunks that start
+mid-episode begin from a zero state with the recorded previous action; that is the replay split's
+``context="zero"`` (not ``is_first``), so the action is kept there.
 
 Same method names, shapes and attributes (``deter``, ``stoch``, ``classes``, ``unimix``) as
 :class:`~torchrl_dreamerv3.rssm.RSSM`, so the TensorDict wrappers serve both.
@@ -50,7 +51,7 @@ class DenseRSSM(nn.Module):
         cell: ``gru`` or ``ln_gru``.
         imglayers, obslayers: hidden layers of the prior and posterior stats nets (1 and 1).
         act, norm, init: layer recipe (V1/V2: ``elu``, ``none``, ``glorot``).
-        mask_first_action: zero the previous action where ``is_first`` (V2 True, V1 False).
+        mask_first_action: zero the previous action where ``is_first`` (True for V1 and V2).
 
     Examples:
         >>> import torch

@@ -72,7 +72,7 @@ def _open_loop_predict(modules: DreamerV3Modules, window: TensorDictBase, contex
     if window.batch_dims != 2:
         raise ValueError(f"open-loop reports need a replay window (B, T + 1), got batch shape {tuple(window.shape)}")
     k = modules.keys
-    data = split_context(window, action=k.action, deter=k.deter, stoch=k.stoch)
+    data = split_context(window, keys=k)
     T = data.shape[1]
     context = T // 2 if context is None else int(context)
     if not 1 <= context <= T:
@@ -88,7 +88,10 @@ def _open_loop_predict(modules: DreamerV3Modules, window: TensorDictBase, contex
         state = modules.imagine_step(step).select(k.deter, k.stoch)
         states.append(state.unsqueeze(1))
     latents = torch.cat(states, dim=1)
-    pred = modules.decoder(latents).get(_reco_key(modules, key)).float().clamp(0, 1)
+    pred = modules.decoder(latents).get(_reco_key(modules, key)).float()
+    if getattr(modules.cfg, "cnn", "v3") == "k4s2":
+        pred = pred + 0.5  # V1/V2 decoders predict the mean of x/255 - 0.5 (SPEC_V1_V2 §1.2)
+    pred = pred.clamp(0, 1)
     return data.get(key), pred, context
 
 

@@ -25,6 +25,7 @@ from .setup import (
     make_learner,
     make_replay,
     make_train_env,
+    observation_shapes,
     resolve_device,
     resolve_size,
     validate_config,
@@ -89,8 +90,12 @@ def train(cfg: DictConfig) -> dict:
 
     env = make_train_env(cfg)
     agent = make_agent(cfg, env, device)
+    # image observations (C, H, W), from the env spec: the encoder may be user-supplied
+    image_keys = [k for k, shape in observation_shapes(env).items() if len(shape) == 3]
     learner = make_learner(cfg, agent)
-    policy = DreamerV3Policy(agent)
+    expl_noise = cfg.algo.expl_noise if "algo" in cfg else 0.0
+    policy = DreamerV3Policy(agent, expl_noise=expl_noise)  # collection (V1: additive exploration noise)
+    eval_policy = DreamerV3Policy(agent)
     replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
     counters = dict(env_steps=0, updates=0, episodes=0)
@@ -157,10 +162,10 @@ def train(cfg: DictConfig) -> dict:
                 bar.set_postfix(updates=counters["updates"], sps=f"{perf['fps']:.0f}", ups=f"{perf['ups']:.2f}",
                                 ret=None if last_return is None else f"{last_return:.1f}")
             if metrics is not None and now - last["report"] >= cfg.run.report_every:
-                _report(agent, replay, cfg, logger, counters["env_steps"], device)
+                _report(agent, replay, cfg, logger, counters["env_steps"], device, image_keys)
                 last["report"] = now
             if cfg.run.eval_every and counters["env_steps"] - last["eval_step"] >= cfg.run.eval_every:
-                returns = _evaluate(cfg, agent, policy, cfg.run.eval_eps)
+                returns = _evaluate(cfg, agent, eval_policy, cfg.run.eval_eps)
                 logger.log_scalars({"return": sum(returns) / len(returns)}, counters["env_steps"], "eval")
                 last["eval_step"] = counters["env_steps"]
             done = counters["env_steps"] >= cfg.run.steps
@@ -176,16 +181,16 @@ def train(cfg: DictConfig) -> dict:
     if metrics is not None:
         logger.log_scalars(metrics, counters["env_steps"], "train")
     if metrics is not None and cfg.run.report_every >= 0:
-        _report(agent, replay, cfg, logger, counters["env_steps"], device)
+        _report(agent, replay, cfg, logger, counters["env_steps"], device, image_keys)
     logger.close()
     print(f"stopped at {counters['env_steps']} env steps, {counters['updates']} updates, "
           f"{counters['episodes']} episodes; checkpoint in {logdir / 'checkpoint'}")
     return counters
 
 
-def _report(agent, replay, cfg, logger, step, device):
+def _report(agent, replay, cfg, logger, step, device, image_keys):
     """Open-loop prediction video (first half observed, second half imagined), as the reference reports."""
-    if not any(len(shape) == 3 for shape in agent.encoder.module.obs_shapes.values()):
+    if not image_keys:
         return
     window = replay.sample().reshape(cfg.batch_size, -1)[: min(4, cfg.batch_size)].to(device)
     video, scores = open_loop_report(agent, window)
