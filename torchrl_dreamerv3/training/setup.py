@@ -13,7 +13,6 @@ from torchrl.envs import EnvBase, SerialEnv, TransformedEnv
 from ..envs import FLAG_KEYS, STAT_KEYS, make_env
 from ..modules import (
     GENERATIONS,
-    SIZES,
     DreamerV3Modules,
     DreamerV3Policy,
     make_dreamerv3,
@@ -132,25 +131,27 @@ def observation_shapes(env: EnvBase) -> dict:
     return {k: tuple(spec[k].shape[batch:]) for k in spec.keys() if k not in skip}
 
 
-def _generation_overrides(generation: str, size: str, overrides: dict) -> dict:
-    """Model overrides for a V1/V2 preset, which has one size: a size preset's keys are dropped, except
-    for ``size=debug``, whose tiny networks apply (with ``classes=1`` for a Gaussian latent)."""
-    preset = SIZES.get(size, {})
-    if size != "debug":
-        return {k: v for k, v in overrides.items() if not (k in preset and preset[k] == v)}
-    if GENERATIONS[generation].get("latent") == "gaussian":
+def _generation_overrides(generation: str, overrides: dict) -> dict:
+    """Model keys applied on top of a V1/V2 preset: those an explicit ``size=`` preset or ``model.*`` set.
+
+    ``size=auto`` sets none, so the generation keeps the authors' sizes; ``size=debug`` shrinks it. A
+    Gaussian latent (V1) has one "class" per dimension, so a size preset's ``classes`` is replaced by 1.
+    """
+    if GENERATIONS[generation].get("latent") == "gaussian" and "classes" in overrides:
         overrides = dict(overrides, classes=1)
-    return overrides
+    return dict(overrides, generation=generation)
 
 
 def make_agent(cfg: DictConfig, env: EnvBase, device: torch.device) -> DreamerV3Modules:
     size, _ = resolve_size(cfg.model.size, device)
-    overrides = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "size"}
+    # null model keys mean "the preset's value" (configs/config.yaml lists them so model.deter=... always works)
+    overrides = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+                 if k != "size" and v is not None}
     if isinstance(overrides.get("mults"), list):
         overrides["mults"] = tuple(overrides["mults"])
     generation = cfg.algo.generation if "algo" in cfg else "dreamerv3"
     if generation != "dreamerv3":
-        overrides = dict(_generation_overrides(generation, size, overrides), generation=generation)
+        overrides = _generation_overrides(generation, overrides)
     batch = len(env.batch_size)
     action_spec = env.action_spec
     if batch:
