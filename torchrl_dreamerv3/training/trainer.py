@@ -84,6 +84,10 @@ def train(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     size, note = resolve_size(cfg.model.size, device)
+    generation = cfg.algo.generation if "algo" in cfg else "dreamerv3"
+    if generation != "dreamerv3":  # one size per earlier generation; size presets only shrink it
+        size = f"{generation} preset" + ("" if cfg.model.size == "auto" else f" with size={cfg.model.size}")
+        note = None
     logdir = Path(cfg.resume).parent if cfg.resume and Path(cfg.resume).name == "checkpoint" else Path(cfg.resume or cfg.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, logdir / "config.yaml")
