@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.data import OneHot
 from torchrl.envs import GymEnv, StepCounter, TransformedEnv
@@ -104,12 +104,9 @@ class _TinyImageEncoder(nn.Module):
 
 def test_recipe_replace_image_encoder_training_still_runs():
     shapes = {"pixels": (3, 16, 16)}
-    agent = make_dreamerv3(shapes, OneHot(3), "debug")
-    k = agent.keys
-    agent.encoder = TensorDictModule(_TinyImageEncoder(shapes["pixels"], agent.rssm.token_dim), in_keys=["pixels"],
-                                     out_keys=[k.tokens])
-    agent.world_model = TensorDictSequential(agent.encoder, agent.observe, agent.prior, agent.decoder, agent.reward,
-                                             agent.cont)
+    encoder = TensorDictModule(_TinyImageEncoder(shapes["pixels"], 24), in_keys=["pixels"], out_keys=["tokens"])
+    agent = make_dreamerv3(shapes, OneHot(3), "debug", encoder=encoder, token_dim=24)
+    assert agent.encoder is encoder and agent.world_model[0] is encoder and agent.rssm.token_dim == 24
     learner = DreamerV3Learner(agent)
     before = agent.encoder.module.net[1].weight.detach().clone()
     for seed in range(3):
