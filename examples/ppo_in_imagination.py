@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
+from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.envs import GymEnv, StepCounter, TransformedEnv
@@ -38,7 +38,7 @@ from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, ValueOpe
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from torchrl_dreamerv3.envs import DreamerWorldModelEnv, LatentFeatures
+from torchrl_dreamerv3.envs import DreamerWorldModelEnv, LatentFeatures, latent_features
 from torchrl_dreamerv3.training import train
 from torchrl_dreamerv3.training.checkpoint import resolve_checkpoint_dir
 from torchrl_dreamerv3.training.setup import make_agent, make_learner, make_train_env
@@ -87,6 +87,11 @@ class Args:
     """real CartPole-v1 episodes of the final evaluation"""
     eval_every: int = 0
     """diagnostic only: a real 3-episode evaluation every N iterations (0: off); never used for training"""
+    refine_steps: int = 4_000
+    """Dyna round: real env steps collected by the PPO policy to continue the world model's training on (0: off),
+    followed by --refine-iterations more PPO iterations in the refined model"""
+    refine_iterations: int = 40
+    """PPO iterations after the world model was refined on the PPO policy's own data"""
 
 
 def parse_args() -> Args:
@@ -100,7 +105,8 @@ def parse_args() -> Args:
     args = Args(**vars(parser.parse_args()))
     if args.quick:
         args = dataclasses.replace(args, wm_steps=200, envs=8, rollout=8, max_steps=8, iterations=2, epochs=1,
-                                   minibatch=32, eval_episodes=2)
+                                   minibatch=32, eval_episodes=2, refine_steps=min(args.refine_steps, 100),
+                                   refine_iterations=min(args.refine_iterations, 1))
         if args.logdir == Args.logdir:
             args.logdir += "_quick"
     return args
@@ -121,13 +127,31 @@ def world_model_overrides(args: Args) -> list[str]:
                      "loss_scales.con=10", f"replay.size={max(args.wm_steps, 1000)}"]
 
 
-def train_world_model(args: Args) -> str:
+def compose_config(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose("config", overrides=world_model_overrides(args))
-    train(cfg)
+        return compose("config", overrides=overrides)
+
+
+def train_world_model(args: Args) -> str:
+    train(compose_config(world_model_overrides(args)))
     return args.logdir
+
+
+def refine_world_model(args: Args, run: str, ppo_actor) -> None:
+    """Continues the world model's training run for ``refine_steps`` env steps collected by the PPO policy.
+
+    A world model learned from DreamerV3's own data has rarely seen the states a different policy drives
+    into (here: the cart drifting off the track), so it cannot warn PPO about them. Letting PPO's policy
+    collect, then training on that data, is the Dyna loop; PPO itself still trains only in imagination.
+    """
+    directory = resolve_checkpoint_dir(run)
+    cfg = OmegaConf.load(directory.parent / "config.yaml")
+    done = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)["counters"]["env_steps"]
+    cfg.resume, cfg.run.steps = str(directory.parent), int(done + args.refine_steps)
+    features = TensorDictModule(latent_features, in_keys=["deter", "stoch"], out_keys=["feature"])
+    train(cfg, behaviour_actor=TensorDictSequential(features, ppo_actor))
 
 
 def load_world_model(run: str):
@@ -158,13 +182,13 @@ def make_ppo_agent(feature_dim: int, action_spec) -> tuple[ProbabilisticActor, V
     return actor, ValueOperator(value_net, in_keys=["feature"])
 
 
-def train_ppo(args: Args, imagined, actor, critic, real_eval) -> None:
+def train_ppo(args: Args, imagined, actor, critic, real_eval, iterations: int) -> None:
     advantage = GAE(gamma=args.gamma, lmbda=args.lmbda, value_network=critic, average_gae=False)
     loss_fn = ClipPPOLoss(actor, critic, clip_epsilon=args.clip_epsilon, entropy_coeff=args.entropy_coeff,
                           critic_coeff=0.5, loss_critic_type="l2", normalize_advantage=True)
     optim = torch.optim.Adam(loss_fn.parameters(), lr=args.lr)
     frames = args.envs * args.rollout
-    collector = Collector(imagined, actor, frames_per_batch=frames, total_frames=frames * args.iterations,
+    collector = Collector(imagined, actor, frames_per_batch=frames, total_frames=frames * iterations,
                           auto_register_policy_transforms=False)
     for it, batch in enumerate(collector):
         # ALGO LOGIC: GAE on the imagined (envs, rollout) batch, then epochs of clipped-surrogate minibatches
@@ -181,7 +205,7 @@ def train_ppo(args: Args, imagined, actor, critic, real_eval) -> None:
                 optim.step()
         ends = batch["next", "done"].squeeze(-1)
         lengths = batch["next", "step_count"][ends].float()
-        line = (f"ppo {it + 1}/{args.iterations}: imagined episodes {int(ends.sum())} "
+        line = (f"ppo {it + 1}/{iterations}: imagined episodes {int(ends.sum())} "
                 f"(terminated {int(batch['next', 'terminated'].sum())}), mean length {lengths.mean().item():.1f}, "
                 f"reward {batch['next', 'reward'].mean().item():.3f}, entropy {losses['entropy'].item():.3f}")
         if args.eval_every and (it + 1) % args.eval_every == 0:
@@ -208,6 +232,14 @@ def make_real_eval(args: Args, agent, actor):
     return evaluate
 
 
+def imagination(args: Args, run: str):
+    """The world model of ``run`` as a batched TorchRL env of imagined CartPoles, and the real-eval agent."""
+    agent, real_stream, starts = load_world_model(run)
+    imagined = DreamerWorldModelEnv(agent, real_stream, batch_size=[args.envs], termination=args.termination)
+    imagined.set_start_states(starts)
+    return agent, TransformedEnv(imagined, StepCounter(max_steps=args.max_steps)), starts
+
+
 def main() -> None:
     args = parse_args()
     # TRY NOT TO MODIFY: seeding, one thread (the CPU is shared)
@@ -217,28 +249,40 @@ def main() -> None:
     start = time.time()
     run = args.checkpoint or train_world_model(args)
     wm_time = time.time() - start
-    agent, real_stream, starts = load_world_model(run)
+    agent, imagined, starts = imagination(args, run)
     print(f"world model: {run} ({'loaded' if args.checkpoint else f'trained in {wm_time / 60:.1f} min'}), "
           f"{sum(p.numel() for p in agent.parameters()):,} parameters, "
           f"{0 if starts is None else len(starts):,} replayed start states")
 
     torch.manual_seed(args.seed)
-    imagined = DreamerWorldModelEnv(agent, real_stream, batch_size=[args.envs], termination=args.termination)
-    imagined.set_start_states(starts)
-    imagined = TransformedEnv(imagined, StepCounter(max_steps=args.max_steps))
     feature_dim = imagined.observation_spec["feature"].shape[-1]
     actor, critic = make_ppo_agent(feature_dim, imagined.action_spec[0])
     real_eval = make_real_eval(args, agent, actor)
 
     start = time.time()
-    train_ppo(args, imagined, actor, critic, real_eval)
+    train_ppo(args, imagined, actor, critic, real_eval, args.iterations)
     ppo_time = time.time() - start
+    refine_time = 0.0
+    if args.refine_steps:
+        # Dyna round: the PPO policy collects real data, the world model trains on it, PPO continues inside it.
+        returns = real_eval(args.eval_episodes)
+        print(f"before refinement: mean real return {sum(returns) / len(returns):.1f} "
+              f"({[round(r) for r in returns]})", flush=True)
+        start = time.time()
+        refine_world_model(args, run, actor)
+        agent, imagined, starts = imagination(args, run)
+        real_eval = make_real_eval(args, agent, actor)
+        refine_time = time.time() - start
+        start = time.time()
+        train_ppo(args, imagined, actor, critic, real_eval, args.refine_iterations)
+        ppo_time += time.time() - start
 
     start = time.time()
     returns = real_eval(args.eval_episodes)
     print(f"real CartPole-v1 returns: {[round(r) for r in returns]}")
     print(f"time: world model {wm_time / 60:.1f} min{' (loading)' if args.checkpoint else ''}, "
-          f"PPO {ppo_time / 60:.1f} min, evaluation {(time.time() - start) / 60:.1f} min")
+          f"refinement {refine_time / 60:.1f} min, PPO {ppo_time / 60:.1f} min, "
+          f"evaluation {(time.time() - start) / 60:.1f} min")
     print(f"mean_real_return: {sum(returns) / len(returns):.1f}")
 
 

@@ -260,3 +260,7 @@ def test_ppo_in_imagination_quick_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("mean_real_return: ") and float(last.split()[-1]) > 0, proc.stdout[-2000:]
+    # the Dyna round ran: the world model's run went on past its 200 steps, collecting with the PPO policy
+    assert "before refinement: mean real return" in proc.stdout
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "wm" / "episodes.csv").read_text().splitlines()[1:]]
+    assert max(steps) > 200

@@ -146,6 +146,30 @@ def test_policy_carries_state_and_resets_on_is_first():
     assert not torch.allclose(out["deter"][1], ref["deter"][1])  # otherwise the carry matters
 
 
+class _PushRightWhenDeterSumPositive(torch.nn.Module):
+    """A policy that is not the agent's: reads the posterior deter, writes a one-hot action."""
+
+    def forward(self, deter, stoch):
+        return torch.nn.functional.one_hot((deter.sum(-1) > 0).long() + 1, 3).float()
+
+
+def test_policy_collects_with_another_actor_on_the_posterior():
+    agent = make_dreamerv3(VEC, OneHot(3), "debug")
+    other = TensorDictModule(_PushRightWhenDeterSumPositive(), in_keys=["deter", "stoch"], out_keys=["action"])
+    policy = DreamerV3Policy(agent, actor=other)
+    c = agent.cfg
+    td = TensorDict(observation=torch.randn(4, 17), is_first=torch.ones(4, 1, dtype=torch.bool),
+                    deter=torch.zeros(4, c.deter), stoch=torch.zeros(4, c.stoch, c.classes),
+                    prev_action=torch.zeros(4, 3), batch_size=[4])
+    out = policy(td)
+    expected = _PushRightWhenDeterSumPositive()(out["deter"], out["stoch"])  # computed on the new posterior
+    assert torch.equal(out["action"], expected) and torch.equal(out["prev_action"], expected)
+    assert out["action"][:, 0].sum() == 0  # never the agent's sampled action 0
+    bad = TensorDictModule(_PushRightWhenDeterSumPositive(), in_keys=["deter", "stoch"], out_keys=["act"])
+    with pytest.raises(ValueError, match="must write the action key 'action'"):
+        DreamerV3Policy(agent, actor=bad)
+
+
 def test_state_primer_specs():
     agent = make_dreamerv3(VEC, OneHot(3), "debug")
     primer = make_state_primer(agent)

@@ -26,6 +26,10 @@ class DreamerV3Policy(TensorDictModuleBase):
     ``expl_noise > 0`` (DreamerV1's ``additive_gaussian`` exploration, 0.3) adds ``N(0, expl_noise)``
     to continuous actions and clips them to ``[-1, 1]``; discrete actions are left as sampled.
 
+    ``actor`` replaces the agent's actor when acting: any module that reads the posterior ``deter``/``stoch``
+    and writes ``action`` (e.g. another algorithm's policy on the world model's features) then collects the
+    data, while the world model filters the observations as usual.
+
     Examples:
         >>> import torch
         >>> from tensordict import TensorDict
@@ -40,11 +44,15 @@ class DreamerV3Policy(TensorDictModuleBase):
         tensor([1, 1, 1])
     """
 
-    def __init__(self, modules: DreamerV3Modules, action_dtype: torch.dtype | None = None, expl_noise: float = 0.0):
+    def __init__(self, modules: DreamerV3Modules, action_dtype: torch.dtype | None = None, expl_noise: float = 0.0,
+                 actor: TensorDictModuleBase | None = None):
         super().__init__()
         if expl_noise < 0:
             raise ValueError(f"expl_noise must be >= 0, got {expl_noise}")
+        if actor is not None and modules.keys.action not in actor.out_keys:
+            raise ValueError(f"actor must write the action key {modules.keys.action!r}; its out_keys are {actor.out_keys}")
         self.agent = modules
+        self.actor = modules.actor if actor is None else actor
         self.expl_noise = expl_noise
         k = modules.keys
         self.action_dtype = action_dtype
@@ -64,7 +72,7 @@ class DreamerV3Policy(TensorDictModuleBase):
         step.set(k.prev_deter, tensordict.get(k.deter))
         step.set(k.prev_stoch, tensordict.get(k.stoch))
         step.set(k.prev_action, tensordict.get(k.prev_action))
-        step = agent.actor(agent.observe_step(agent.encoder(step)))
+        step = self.actor(agent.observe_step(agent.encoder(step)))
         action = step.get(k.action)
         if self.expl_noise and not agent.discrete:
             action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1.0, 1.0)

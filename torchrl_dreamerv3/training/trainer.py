@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import tqdm
 from omegaconf import DictConfig, OmegaConf
+from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import step_mdp
 
 from ..modules import DreamerV3Policy
@@ -76,8 +77,13 @@ def _evaluate(cfg, agent, policy, episodes: int) -> list[float]:
     return returns
 
 
-def train(cfg: DictConfig) -> dict:
-    """Trains DreamerV3 as configured; returns the final counters. See ``configs/config.yaml``."""
+def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) -> dict:
+    """Trains DreamerV3 as configured; returns the final counters. See ``configs/config.yaml``.
+
+    ``behaviour_actor``: collect with this module instead of the agent's actor (it reads the posterior
+    ``deter``/``stoch`` and writes ``action``; see :class:`~torchrl_dreamerv3.modules.DreamerV3Policy`).
+    Everything is still trained as usual; evaluation uses the agent's own actor.
+    """
     validate_config(cfg)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -98,7 +104,8 @@ def train(cfg: DictConfig) -> dict:
     image_keys = [k for k, shape in observation_shapes(env).items() if len(shape) == 3]
     learner = make_learner(cfg, agent)
     expl_noise = cfg.algo.expl_noise if "algo" in cfg else 0.0
-    policy = DreamerV3Policy(agent, expl_noise=expl_noise)  # collection (V1: additive exploration noise)
+    # collection (V1: additive exploration noise)
+    policy = DreamerV3Policy(agent, expl_noise=expl_noise, actor=behaviour_actor)
     eval_policy = DreamerV3Policy(agent)
     replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
