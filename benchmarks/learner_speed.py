@@ -14,6 +14,10 @@ Commands (run from the repository root)::
     python benchmarks/learner_speed.py --size size1m --obs vector17 --action cont6 --compare-torchrl --updates 6
     python benchmarks/learner_speed.py --size size12m --obs image64 --updates 3          # ours only
     python benchmarks/learner_speed.py --size size1m --obs image64 --profile --updates 3  # phase shares
+    python benchmarks/learner_speed.py --algo dreamerv2 --obs image64 --updates 3         # an earlier generation
+
+``--algo dreamerv1|dreamerv2|dreamerv2_dmc`` times that generation's update (its model preset, losses,
+three Adams, critic target; ``configs/algo``) instead of DreamerV3's; ``--size`` is then ignored.
 
 With ``--compare-torchrl`` both learners are built in this process with the same preset, shapes
 and batch, and are timed INTERLEAVED (ours and theirs alternate every iteration, the order flips
@@ -47,6 +51,7 @@ from torchrl.data import Bounded, OneHot
 
 from torchrl_dreamerv3.modules import make_dreamerv3, model_config
 from torchrl_dreamerv3.training import DreamerV3Learner
+from torchrl_dreamerv3.training.setup import make_learner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torchrl_builtin import ACTIONS, OBS, build_torchrl_learner  # noqa: E402
@@ -74,6 +79,14 @@ def make_window(agent, obs_shapes: dict, batch_size: int, batch_length: int, dev
     }, batch_size=[B, L]).to(device)
 
 
+def algo_config(algo: str):
+    """The Hydra config of ``configs/`` with ``algo=<algo>`` (losses, optimiser and critic target of a generation)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
+        return compose("config", overrides=[f"algo={algo}"])
+
+
 class OurLearner:
     """``DreamerV3Learner`` plus a fixed window, with the interface of ``TorchRLLearner``."""
 
@@ -82,14 +95,19 @@ class OurLearner:
         self.obs_shapes = {OBS_KEY[args.obs]: (shape,) if isinstance(shape, int) else shape}
         n, discrete = ACTIONS[args.action]
         spec = OneHot(n) if discrete else Bounded(-1.0, 1.0, (n,))
-        cfg = model_config(args.size, strided=args.strided)
         self.device = torch.device(args.device)
-        self.agent = make_dreamerv3(self.obs_shapes, spec, cfg).to(self.device)
-        self.learner = DreamerV3Learner(self.agent)
+        if args.algo == "dreamerv3":
+            cfg = model_config(args.size, strided=args.strided)
+            self.agent = make_dreamerv3(self.obs_shapes, spec, cfg).to(self.device)
+            self.learner = DreamerV3Learner(self.agent)
+        else:
+            cfg = model_config(generation=args.algo)
+            self.agent = make_dreamerv3(self.obs_shapes, spec, cfg).to(self.device)
+            self.learner = make_learner(algo_config(args.algo), self.agent)
         self.num_params = self.agent.parameter_counts()["total"]
         self.window = make_window(self.agent, self.obs_shapes, args.batch_size, args.batch_length, self.device)
         self.description = (
-            f"torchrl_dreamerv3 learner | {args.size}: deter {cfg.deter}, hidden {cfg.hidden}, units "
+            f"torchrl_dreamerv3 learner | {args.size if args.algo == 'dreamerv3' else args.algo}: deter {cfg.deter}, hidden {cfg.hidden}, units "
             f"{cfg.units}, stoch {cfg.stoch}x{cfg.classes}, depth {cfg.depth}, strided {cfg.strided} | "
             f"obs {args.obs}, action {args.action} | B{args.batch_size} T{args.batch_length} on {self.device}")
         self._update = self.learner.update
@@ -245,7 +263,13 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="compiled update (CUDA path; not implemented yet)")
     p.add_argument("--profile", action="store_true", help="print phase shares and top ops of our update instead")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--algo", default="dreamerv3", choices=["dreamerv3", "dreamerv1", "dreamerv2", "dreamerv2_dmc"],
+                   help="the Dreamer generation whose update is timed (configs/algo)")
+    args = p.parse_args(argv)
+    if args.algo != "dreamerv3" and (args.strided or args.compare_torchrl or args.obs == "image96"):
+        p.error("--algo dreamerv1/dreamerv2 times that generation alone: its k4s2 CNN takes 64x64 images "
+                "(no --strided, no image96), and TorchRL's built-in is a DreamerV1-style learner compared with V3")
+    return args
 
 
 def main(argv=None):
