@@ -117,7 +117,7 @@ def main() -> None:
         writer = csv.writer(f)
         writer.writerow(["seed", "env_step", "return"])
         writer.writerows(rows)
-    plot_curves(curves, results / f"{name}.png", title=f"{args.algo} {args.task} ({len(args.seeds)} seeds)")
+    plot_curves(curves, results / f"{name}.png", title=f"{args.algo} {args.task} ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''})")
     print(f"\n{name}: target {task['target']}, {steps} env steps per seed")
     print("seed | last-10 mean return | env steps to target | wall time")
     for seed, last10, reached, wall in summary:
