@@ -1,21 +1,24 @@
 """TorchRL's PPO (ClipPPOLoss + GAE) trained only inside a DreamerV3 world model of CartPole-v1.
 
-    python examples/ppo_in_imagination.py                                # world model, then PPO, then evaluation
+    python examples/ppo_in_imagination.py                                # world model, PPO, Dyna round, evaluation
     python examples/ppo_in_imagination.py --checkpoint runs/ppo_wm       # reuse a trained world model (a run dir)
+    python examples/ppo_in_imagination.py --refine-steps 0               # no Dyna round
     python examples/ppo_in_imagination.py --quick                        # seconds-long smoke run
 
 1. World model: our training loop (``torchrl_dreamerv3.training.train``) on CartPole, small model,
    with ``checkpoint.replay=true`` so the replayed posterior latents can seed imagination.
 2. PPO: a :class:`~torchrl_dreamerv3.envs.DreamerWorldModelEnv` of ``--envs`` imagined CartPoles,
    reset from replayed latents, cut by a ``StepCounter``, collected with TorchRL's ``Collector``;
-   advantages from ``GAE``, updates from ``ClipPPOLoss``. The real env is never stepped here.
-3. Evaluation: ``--eval-episodes`` real CartPole-v1 episodes; the PPO policy reads the posterior
+   advantages from ``GAE``, updates from ``ClipPPOLoss``. The real env is never stepped by PPO.
+3. Dyna round (``--refine-steps``): the PPO policy collects real data (through
+   ``train(cfg, behaviour_actor=...)``), the world model continues its run on it, and PPO continues
+   for ``--refine-iterations`` in the refined model. A world model learned from DreamerV3's data has
+   rarely seen the cart leave the track, so before this round PPO's policy balances but drifts.
+4. Evaluation: ``--eval-episodes`` real CartPole-v1 episodes; the PPO policy reads the posterior
    features that :class:`~torchrl_dreamerv3.envs.LatentFeatures` appends. The last line printed is
    ``mean_real_return: X``.
 
-Measured on 2 shared CPU cores: world model 12-16 min, PPO 1-2 min; mean real return 180-500 depending
-on the run: the world model rarely sees the cart leave the track, so imagination does not end there
-(docs/composing_with_torchrl.md has the numbers and the diagnosis).
+Measured results are in docs/composing_with_torchrl.md (2 shared CPU cores, about 30 minutes end to end).
 """
 from __future__ import annotations
 
