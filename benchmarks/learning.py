@@ -146,16 +146,19 @@ def plot_generations(task: str) -> None:
     results = ROOT / "results"
     fig, ax = plt.subplots(figsize=(6, 4))
     found = 0
-    for algo in ("dreamerv3", *GENERATION_SMALL):
-        path = results / (f"{task}.csv" if algo == "dreamerv3" else f"{task}_{algo}.csv")
+    # results/<task>.csv is DreamerV3's; results/<task>_<generation>[_<variant>].csv the others' (e.g. a
+    # run with the authors' learning rates saved as <task>_dreamerv2_authors_lr.csv)
+    paths = [results / f"{task}.csv"] + sorted(results.glob(f"{task}_dreamerv[12]*.csv"))
+    for path in paths:
         if not path.exists():
             continue
+        label = "dreamerv3" if path.stem == task else path.stem[len(task) + 1:]
         runs = read_results(path)
         centers, mean, low, high, _ = bin_runs(runs, 30)
-        ax.plot(centers, mean, lw=2, label=f"{algo} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        ax.plot(centers, mean, lw=2, label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         ax.fill_between(centers, low, high, alpha=0.15)
         found += 1
-        print(f"{algo}: {sum(len(r[0]) for r in runs.values())} episodes from {path.name}")
+        print(f"{label}: {sum(len(r[0]) for r in runs.values())} episodes from {path.name}")
     if not found:
         raise SystemExit(f"no results/{task}*.csv to plot")
     ax.set_xlabel("env steps")
