@@ -92,7 +92,8 @@ class Args:
     """diagnostic only: a real 3-episode evaluation every N iterations (0: off); never used for training"""
     refine_steps: int = 4_000
     """Dyna round: real env steps collected by the PPO policy to continue the world model's training on (0: off),
-    followed by --refine-iterations more PPO iterations in the refined model"""
+    followed by --refine-iterations more PPO iterations in the refined model; the world model's run directory
+    (--logdir or --checkpoint) is continued in place"""
     refine_iterations: int = 40
     """PPO iterations after the world model was refined on the PPO policy's own data"""
 
