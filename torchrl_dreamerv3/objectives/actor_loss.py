@@ -240,14 +240,18 @@ class ActorLoss(DreamerLossBase):
         self.scales = dict(policy=policy)
         self.normalizer = normalizer if normalizer is not None else ReturnNormalizer()
 
+    def _starts(self, tensordict: TensorDictBase) -> tuple[tuple[NestedKey, NestedKey], TensorDictBase]:
+        """The state keys and every posterior state of the batch, detached and flattened: the imagination starts."""
+        state_keys = (self.tensor_keys.deter, self.tensor_keys.stoch)
+        for key in state_keys:
+            self._get(tensordict, key)  # a clear error naming a missing key
+        return state_keys, tensordict.select(*state_keys).detach().reshape(-1)
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self.return_indexing == "reward_at_state":
             return self._forward_v1v2(tensordict)
         keys = self.tensor_keys
-        state_keys = (keys.deter, keys.stoch)
-        for key in state_keys:
-            self._get(tensordict, key)
-        start = tensordict.select(*state_keys).detach().reshape(-1)
+        state_keys, start = self._starts(tensordict)
         # Reuse the policy pass of the rollout when the actor can rebuild its distribution from
         # parameters (any ProbabilisticTensorDictSequential); otherwise re-run it on the trajectory.
         policy_keys = getattr(self.actor, "dist_params_keys", None)
@@ -308,10 +312,7 @@ class ActorLoss(DreamerLossBase):
 
     def _forward_v1v2(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
-        state_keys = (keys.deter, keys.stoch)
-        for key in state_keys:
-            self._get(tensordict, key)
-        start = tensordict.select(*state_keys).detach().reshape(-1)
+        state_keys, start = self._starts(tensordict)
         policy_keys = getattr(self.actor, "dist_params_keys", None)
         with_graph = self.actor_grad != "reinforce" and torch.is_grad_enabled()
         if with_graph:
