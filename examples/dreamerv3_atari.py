@@ -3,7 +3,7 @@
     python examples/dreamerv3_atari.py                                   # Atari 100k Pong
     python examples/dreamerv3_atari.py env=atari env.task=breakout       # 200M-frame protocol
     python examples/dreamerv3_atari.py env=cartpole size=debug run.steps=5000
-    python examples/dreamerv3_atari.py resume=runs/<run>                  # continue a run
+    python examples/dreamerv3_atari.py resume=runs/<run>                  # continue a run (same overrides as it)
 
 Every setting is in configs/ (Hydra); see configs/config.yaml for the list.
 """

@@ -94,8 +94,9 @@ class Args:
     """Dyna round: real env steps collected by the PPO policy to continue the world model's training on (0: off),
     followed by --refine-iterations more PPO iterations in the refined model; the world model's run directory
     (--logdir or --checkpoint) is continued in place"""
-    refine_iterations: int = 40
-    """PPO iterations after the world model was refined on the PPO policy's own data"""
+    refine_iterations: int = 150
+    """PPO iterations after the world model was refined on the PPO policy's own data: the refined model now
+    predicts the track's ends, and the policy needs about 100 iterations to learn to keep away from them"""
 
 
 def parse_args() -> Args:

@@ -165,3 +165,27 @@ def test_bad_algo_switches_fail_before_training(override, message):
 
     with pytest.raises(ValueError, match=message):
         validate_config(_compose(override))
+
+
+def test_resume_with_a_different_model_or_env_fails_naming_the_settings():
+    from torchrl_dreamerv3.training.setup import check_resume_config
+
+    saved = _compose("env=pendulum", "algo=dreamerv1", "model.deter=128")
+    check_resume_config(_compose("env=pendulum", "algo=dreamerv1", "model.deter=128", "run.steps=99", "opt3.actor_lr=1e-3"),
+                        saved)  # budgets and learning rates may change on resume
+    with pytest.raises(ValueError) as err:
+        check_resume_config(_compose("env=cartpole", "model.deter=256"), saved)
+    message = str(err.value)
+    for setting in ("env.name='cartpole'", "model.deter=256 (the run has 128)", "algo.generation='dreamerv3'"):
+        assert setting in message
+    assert "run.steps" not in message and "--config-name config" in message
+
+
+def test_a_refused_resume_keeps_the_runs_saved_config(tmp_path):
+    run = tmp_path / "run"
+    first = _run(run, "env=cartpole", "run.steps=64")
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = (run / "config.yaml").read_text()
+    second = _run(run, "env=pendulum", "run.steps=128", f"resume={run}", timeout=120)
+    assert second.returncode != 0 and "differing settings: env.name='pendulum'" in second.stderr
+    assert (run / "config.yaml").read_text() == saved

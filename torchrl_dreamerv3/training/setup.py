@@ -70,6 +70,35 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_algo(cfg.get("algo"))
 
 
+#: Settings a resumed run must share with the run it continues: they shape the networks, the replay
+#: rows and the windows the checkpoint was trained on.
+RESUME_FIXED = ("env", "model", "algo.generation", "batch_size", "batch_length", "replay_context")
+
+
+def check_resume_config(cfg: DictConfig, saved: DictConfig) -> None:
+    """Fails, naming each differing setting, when ``cfg`` cannot continue the run saved with ``saved``.
+
+    A resume given only ``resume=<run>`` composes the default config; without this check the
+    mismatch shows up as a shape error deep inside ``load_state_dict``.
+    """
+    def flat(node, prefix):
+        if not OmegaConf.is_config(node):
+            return {prefix: node}
+        return {k: v for key in node for k, v in flat(node[key], f"{prefix}.{key}").items()}
+
+    differing = []
+    for name in RESUME_FIXED:
+        now, then = (OmegaConf.select(c, name) for c in (cfg, saved))
+        now, then = flat(now, name), flat(then, name)
+        differing += [f"{k}={now.get(k)!r} (the run has {then.get(k)!r})" for k in sorted(set(now) | set(then))
+                      if now.get(k) != then.get(k)]
+    if differing:
+        raise ValueError(
+            "resume: this config cannot continue the saved run; differing settings: " + "; ".join(differing)
+            + ". Pass the run's own overrides again, or start from its saved config: "
+            "python examples/dreamerv3_atari.py --config-path <run dir, absolute> --config-name config resume=<run dir>")
+
+
 #: Allowed values of each ``algo.*`` switch (configs/config.yaml).
 ALGO_CHOICES = dict(
     generation=("dreamerv3", *GENERATIONS), optimizer=OPTIMIZERS, critic_target=CRITIC_TARGETS, context=CONTEXTS,

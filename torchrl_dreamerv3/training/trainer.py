@@ -21,6 +21,7 @@ from .ratio import TrainRatio
 from .report import open_loop_report, read_returns_csv
 from .setup import (
     REPLAY_KEYS,
+    check_resume_config,
     make_agent,
     make_collector,
     make_learner,
@@ -95,6 +96,8 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
         size = f"{generation} preset" + ("" if cfg.model.size == "auto" else f" with size={cfg.model.size}")
         note = None
     logdir = Path(cfg.resume).parent if cfg.resume and Path(cfg.resume).name == "checkpoint" else Path(cfg.resume or cfg.logdir)
+    if cfg.resume and (logdir / "config.yaml").is_file():  # before it is overwritten with this config
+        check_resume_config(cfg, OmegaConf.load(logdir / "config.yaml"))
     logdir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, logdir / "config.yaml")
 
