@@ -189,3 +189,24 @@ def test_a_refused_resume_keeps_the_runs_saved_config(tmp_path):
     second = _run(run, "env=pendulum", "run.steps=128", f"resume={run}", timeout=120)
     assert second.returncode != 0 and "differing settings: env.name='pendulum'" in second.stderr
     assert (run / "config.yaml").read_text() == saved
+
+
+@pytest.mark.parametrize("mode, expected", [(False, "RANDOM"), (True, "DETERMINISTIC")])
+def test_evaluation_samples_for_v3_and_takes_the_mode_for_v1_v2(mode, expected):
+    from torchrl.envs.utils import exploration_type
+
+    from torchrl_dreamerv3.modules import DreamerV3Policy
+    from torchrl_dreamerv3.training.setup import make_agent, make_train_env
+    from torchrl_dreamerv3.training.trainer import _evaluate
+
+    cfg = _compose("env=pendulum", "size=debug", "algo=dreamerv1")
+    agent = make_agent(cfg, make_train_env(cfg), torch.device("cpu"))
+    seen = []
+
+    class Recording(DreamerV3Policy):
+        def forward(self, tensordict):
+            seen.append(exploration_type().name)
+            return super().forward(tensordict)
+
+    returns = _evaluate(cfg, agent, Recording(agent), episodes=1, mode=mode)
+    assert len(returns) == 1 and len(seen) == 200 and set(seen) == {expected}

@@ -12,7 +12,7 @@ import torch
 import tqdm
 from omegaconf import DictConfig, OmegaConf
 from tensordict.nn import TensorDictModuleBase
-from torchrl.envs.utils import step_mdp
+from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
 from ..modules import DreamerV3Policy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -60,16 +60,19 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _evaluate(cfg, agent, policy, episodes: int) -> list[float]:
-    """Runs ``episodes`` episodes of the (stochastic, as in the reference) policy on a fresh env."""
+def _evaluate(cfg, agent, policy, episodes: int, mode: bool = False) -> list[float]:
+    """Runs ``episodes`` episodes of the policy on a fresh env: sampled actions (DreamerV3's reference), or
+    the distribution's mode (``mode=True``: DreamerV1 and V2, whose evaluation takes ``mode()``)."""
     from ..envs import make_env
 
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if v is not None}
     env = with_primer(make_env(kwargs.pop("name"), seed=cfg.seed + 10_000, **kwargs), agent)
     returns, td = [], env.reset()
     device = next(agent.parameters()).device
+    exploration = ExplorationType.DETERMINISTIC if mode else ExplorationType.RANDOM
     while len(returns) < episodes:
-        td = policy(td.to(device)).to("cpu")
+        with set_exploration_type(exploration):
+            td = policy(td.to(device)).to("cpu")
         td = env.step(td)
         if td["next", "is_last"].item():
             returns.append(td["next", "episode_reward"].item())
@@ -179,7 +182,7 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
                 _report(agent, replay, cfg, logger, counters["env_steps"], device, image_keys)
                 last["report"] = now
             if cfg.run.eval_every and counters["env_steps"] - last["eval_step"] >= cfg.run.eval_every:
-                returns = _evaluate(cfg, agent, eval_policy, cfg.run.eval_eps)
+                returns = _evaluate(cfg, agent, eval_policy, cfg.run.eval_eps, mode=generation != "dreamerv3")
                 logger.log_scalars({"return": sum(returns) / len(returns)}, counters["env_steps"], "eval")
                 last["eval_step"] = counters["env_steps"]
             done = counters["env_steps"] >= cfg.run.steps
