@@ -40,6 +40,8 @@ GENERATION_SMALL = {
     "dreamerv2": ["model.deter=128", "model.hidden=64", "model.classes=8", "model.units=64", "batch_size=16",
                   "batch_length=32"],
 }
+# V2's random-agent prefill (10k steps by default, 50k on Atari) would use up these budgets: off for the small runs.
+GENERATION_SMALL["dreamerv2"].append("run.prefill=0")
 GENERATION_SMALL["dreamerv2_dmc"] = GENERATION_SMALL["dreamerv2"]
 TASKS = {
     "cartpole": dict(overrides=["env=cartpole", *SMALL, "run.train_ratio=256"], steps=10_000, target=450.0),

@@ -457,6 +457,35 @@ def test_expl_noise_perturbs_and_clips_continuous_actions():
         DreamerV3Policy(agent, expl_noise=-1.0)
 
 
+@pytest.mark.parametrize("discrete", [False, True])
+def test_prefill_actor_acts_uniformly_for_its_steps_then_hands_over(discrete):
+    from torchrl_dreamerv3.modules import PrefillActor
+
+    spec = OneHot(3) if discrete else Bounded(-1, 1, (2,))
+    agent = make_dreamerv3(VEC, spec, "debug")
+    dim = 3 if discrete else 2
+    td = TensorDict({"observation": torch.randn(500, 5), "is_first": torch.ones(500, 1, dtype=torch.bool),
+                     "deter": torch.zeros(500, 8), "stoch": torch.zeros(500, 2, 4), "prev_action": torch.zeros(500, dim)},
+                    [500])
+    prefill = PrefillActor(agent.actor, "action", agent.discrete, agent.action_dim, steps=600)
+    policy = DreamerV3Policy(agent, actor=prefill)
+    torch.manual_seed(0)
+    first = policy(td.clone())["action"]
+    assert prefill.prefilling  # 500 of 600 steps acted: a batch of N envs counts N steps
+    if discrete:
+        assert torch.equal(first.sum(-1), torch.ones(500)) and (first.float().mean(0) - 1 / 3).abs().max() < 0.07
+    else:  # uniform in [-1, 1]: mean 0, variance 1/3 (the tanh-normal actor at init has variance near 1)
+        assert first.abs().max() <= 1 and first.mean().abs() < 0.05 and (first.var() - 1 / 3).abs() < 0.04
+    policy(td.clone())
+    assert not prefill.prefilling
+    torch.manual_seed(1)
+    handed_over = policy(td.clone())["action"]
+    torch.manual_seed(1)
+    assert torch.equal(handed_over, DreamerV3Policy(agent)(td.clone())["action"])
+    with pytest.raises(ValueError, match="prefill steps"):
+        PrefillActor(agent.actor, "action", agent.discrete, agent.action_dim, steps=-1)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda a: WorldModelLoss(a.world_model, a.obs_keys, kl="balance"), "unknown kl 'balance'"),
     (lambda a: WorldModelLoss(a.world_model, a.obs_keys, latent="normal"), "unknown latent"),

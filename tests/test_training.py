@@ -210,3 +210,13 @@ def test_evaluation_samples_for_v3_and_takes_the_mode_for_v1_v2(mode, expected):
 
     returns = _evaluate(cfg, agent, Recording(agent), episodes=1, mode=mode)
     assert len(returns) == 1 and len(seen) == 200 and set(seen) == {expected}
+
+
+def test_prefill_steps_come_before_any_update(tmp_path):
+    run = tmp_path / "run"
+    out = _run(run, "env=pendulum", "run.steps=96", "run.prefill=104")  # FAST trains from step 16 without prefill
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _counters(run) == {"env_steps": 96, "updates": 0, "episodes": 0}
+    resumed = _run(run, "env=pendulum", "run.steps=120", "run.prefill=104", f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _counters(run)["updates"] > 0  # the prefill counts the steps done before the resume

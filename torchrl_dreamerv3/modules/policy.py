@@ -9,7 +9,7 @@ from torchrl.envs import TensorDictPrimer
 
 from .factory import DreamerV3Modules
 
-__all__ = ["DreamerV3Policy", "make_state_primer"]
+__all__ = ["DreamerV3Policy", "PrefillActor", "make_state_primer"]
 
 
 class DreamerV3Policy(TensorDictModuleBase):
@@ -83,6 +83,41 @@ class DreamerV3Policy(TensorDictModuleBase):
         tensordict.set(k.action, action)
         tensordict.set(k.prev_action, action.to(torch.float32))
         return tensordict
+
+
+class PrefillActor(TensorDictModuleBase):
+    """Uniformly random actions for the first ``steps`` agent steps, then ``actor``'s (DreamerV1/V2 prefill).
+
+    The authors of DreamerV1 and V2 fill the replay with a random agent before training (SPEC_V1_V2
+    §1.6, §2.6): one-hot actions drawn uniformly, or continuous ones uniform in ``[-1, 1]``. Used as
+    ``DreamerV3Policy(agent, actor=PrefillActor(agent.actor, ...))``, the world model still filters every
+    observation, so the replay holds posterior latents for the random steps too. ``steps`` counts the
+    rows this module acts on (a batch of ``N`` envs is ``N`` steps).
+    """
+
+    def __init__(self, actor: TensorDictModuleBase, action_key, discrete: bool, action_dim: int, steps: int):
+        super().__init__()
+        if steps < 0:
+            raise ValueError(f"prefill steps must be >= 0, got {steps}")
+        self.actor, self.action_key, self.discrete, self.action_dim = actor, action_key, discrete, action_dim
+        self.steps, self.acted = steps, 0
+        self.in_keys, self.out_keys = list(actor.in_keys), [action_key]
+
+    @property
+    def prefilling(self) -> bool:
+        return self.acted < self.steps
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if not self.prefilling:
+            return self.actor(tensordict)
+        self.acted += tensordict.numel()
+        shape, device = (*tensordict.batch_size, self.action_dim), tensordict.device
+        if self.discrete:
+            index = torch.randint(self.action_dim, shape[:-1], device=device)
+            action = torch.nn.functional.one_hot(index, self.action_dim).to(torch.float32)
+        else:
+            action = torch.rand(shape, device=device) * 2.0 - 1.0
+        return tensordict.set(self.action_key, action)
 
 
 def make_state_primer(modules: DreamerV3Modules) -> TensorDictPrimer:

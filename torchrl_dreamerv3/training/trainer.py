@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
-from ..modules import DreamerV3Policy
+from ..modules import DreamerV3Policy, PrefillActor
 from .checkpoint import load_checkpoint, save_checkpoint
 from .logging import MetricLogger, make_logger
 from .ratio import TrainRatio
@@ -120,6 +120,12 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
         counters.update(load_checkpoint(cfg.resume, learner=learner, ratio=ratio, replay=replay))
         if not counters.pop("replay_restored"):
             tqdm.tqdm.write("resumed without a saved replay buffer (checkpoint.replay=false): refilling it")
+    # DreamerV1/V2: a random agent fills the replay first; training waits for it
+    prefill = int(cfg.run.get("prefill", 0))
+    if prefill > counters["env_steps"]:
+        remaining = prefill - counters["env_steps"]
+        per_copy = remaining if cfg.run.collector == "sync" else -(-remaining // cfg.run.envs)  # one copy per worker
+        policy.actor = PrefillActor(policy.actor, agent.keys.action, agent.discrete, agent.action_dim, per_copy)
     logger = MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3",
                                       OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None),
                           run_dir=str(logdir))
@@ -154,7 +160,8 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
             counters["env_steps"] += batch.numel()
             bar.update(batch.numel())
 
-            if len(replay) >= min_fill and len(replay) // cfg.run.envs > cfg.batch_length + 1:
+            ready = len(replay) >= min_fill and len(replay) // cfg.run.envs > cfg.batch_length + 1
+            if ready and counters["env_steps"] >= prefill:
                 for _ in range(ratio(counters["env_steps"])):
                     window, info = replay.sample(return_info=True)
                     window = window.reshape(cfg.batch_size, -1).to(device)
