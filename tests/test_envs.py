@@ -206,7 +206,8 @@ def test_discrete_actions_untouched():
 # --------------------------------------------------------------------------- factories
 @pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py")
 @pytest.mark.parametrize(
-    "preset, shape, n_actions", [("atari100k", (3, 64, 64), 6), ("atari", (1, 96, 96), 18)]
+    "preset, shape, n_actions",
+    [("atari100k", (3, 64, 64), 6), ("atari", (1, 96, 96), 18), ("atari_dreamerv2", (1, 64, 64), 6)],
 )
 def test_atari_presets(preset, shape, n_actions):
     env = make_atari_env("pong", preset, seed=0, resize="opencv")
@@ -216,6 +217,15 @@ def test_atari_presets(preset, shape, n_actions):
     assert td["pixels"].shape == (5, *shape) and td["pixels"].dtype == torch.uint8
     assert td["pixels"].float().std() > 0
     assert td["is_first"][0].item() and not td["is_first"][1:].any()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py")
+def test_atari_preset_names_with_a_game_and_the_time_cap_rule():
+    v2 = make_env("atari_dreamerv2_breakout", seed=0, resize="opencv")
+    assert v2.reset()["pixels"].shape == (1, 64, 64) and v2.action_spec.shape == (4,)  # breakout's minimal set
+    assert not v2.terminal_on_truncation  # DreamerV2: the frame cap ends the episode, it is not terminal
+    v3 = make_env("atari_breakout", seed=0, resize="opencv")
+    assert v3.reset()["pixels"].shape == (1, 96, 96) and v3.terminal_on_truncation  # the reference's rule
 
 
 @pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="needs Pillow")

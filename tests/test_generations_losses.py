@@ -513,3 +513,24 @@ def test_bad_option_values_fail_clearly(make, message):
     agent = make_dreamerv3(VEC, OneHot(3), "debug")
     with pytest.raises(ValueError, match=message):
         make(agent)
+
+
+def test_tanh_reward_transform_changes_only_the_reward_target():
+    from test_objectives import _FixedWorldModel
+
+    B, T = 2, 3
+    g = torch.Generator().manual_seed(0)
+    out = {"post_logits": torch.randn(B, T, 4, 1, 2, generator=g), "prior_logits": torch.randn(B, T, 4, 1, 2, generator=g),
+           "reward_logits": torch.randn(B, T, 1, generator=g), ("reco", "vec"): torch.randn(B, T, 2, generator=g)}
+    data = TensorDict({"reward": 3 * torch.randn(B, T, 1, generator=g), "vec": torch.randn(B, T, 2, generator=g),
+                       "is_terminal": torch.zeros(B, T, 1, dtype=torch.bool)}, [B, T])
+    common = dict(latent="gaussian", kl="joint", head_dist="normal", cont=False)
+    plain = WorldModelLoss(_FixedWorldModel(out), ["vec"], **common)(data.clone())
+    tanh = WorldModelLoss(_FixedWorldModel(out), ["vec"], reward_transform="tanh", **common)(data.clone())
+    mean = out["reward_logits"].squeeze(-1)
+    torch.testing.assert_close(tanh["loss_rew"], (0.5 * (torch.tanh(data["reward"].squeeze(-1)) - mean) ** 2).mean())
+    torch.testing.assert_close(plain["loss_rew"], (0.5 * (data["reward"].squeeze(-1) - mean) ** 2).mean())
+    torch.testing.assert_close(tanh["loss_kl"], plain["loss_kl"])
+    torch.testing.assert_close(tanh["loss_rec"], plain["loss_rec"])
+    with pytest.raises(ValueError, match="unknown reward_transform 'clip'"):
+        WorldModelLoss(_FixedWorldModel(out), [], reward_transform="clip")

@@ -52,10 +52,13 @@ __all__ = [
     "make_env",
 ]
 
-# SPEC §1.2: atari = 200M-frame protocol, atari100k = Atari 100k benchmark.
+# SPEC §1.2: atari = 200M-frame protocol, atari100k = Atari 100k benchmark. atari_dreamerv2: DreamerV2's
+# Atari (SPEC_V1_V2 §2.6): 64x64 gray, sticky 0.25, minimal action set, area resize as gym's
+# AtariPreprocessing, and the 108k-frame cap only ends the episode (is_last), it is not terminal.
 ATARI_PRESETS = {
-    "atari": dict(size=96, gray=True, sticky=True, all_actions=True),
-    "atari100k": dict(size=64, gray=False, sticky=False, all_actions=False),
+    "atari": dict(size=96, gray=True, sticky=True, all_actions=True, cap_terminal=True),
+    "atari100k": dict(size=64, gray=False, sticky=False, all_actions=False, cap_terminal=True),
+    "atari_dreamerv2": dict(size=64, gray=True, sticky=True, all_actions=False, cap_terminal=False),
 }
 ATARI_NOOPS = 30
 ATARI_REPEAT = 4
@@ -101,7 +104,9 @@ def make_atari_env(
     ``atari100k``: 64x64 RGB, minimal action set, no sticky actions. ``atari``: 96x96 gray,
     all 18 actions, sticky actions 0.25. Both: action repeat 4 with max-pooling of the last
     two frames, 0..30 no-ops, no life-loss signal, raw rewards, 108k-frame episode cap marked
-    terminal (``terminal_on_truncation=True``, as the reference does). ``resize``: ``"pillow"``
+    terminal (``terminal_on_truncation=True``, as the reference does). ``atari_dreamerv2``:
+    DreamerV2's settings, 64x64 gray, minimal action set, sticky actions 0.25, the cap not terminal
+    (use ``resize="opencv"``, the area interpolation of gym's ``AtariPreprocessing``). ``resize``: ``"pillow"``
     (PIL bilinear, the reference presets; needs Pillow) or ``"opencv"`` (area interpolation).
 
     Examples:
@@ -128,7 +133,7 @@ def make_atari_env(
         resize=resize,
     )
     env = GymWrapper(ChannelFirstPixels(env), device="cpu")
-    return _stream(env, seed, terminal_on_truncation=True)
+    return _stream(env, seed, terminal_on_truncation=cfg["cap_terminal"])
 
 
 def make_gym_env(
@@ -205,7 +210,8 @@ def make_dmc_env(
 def make_env(name: str, task: str | None = None, seed: int | None = None, **kwargs) -> EpisodeStream:
     """Build an env from a preset name.
 
-    * ``atari100k`` / ``atari`` (``task`` = game, default ``"pong"``), or ``atari100k_pong``;
+    * ``atari100k`` / ``atari`` / ``atari_dreamerv2`` (``task`` = game, default ``"pong"``), or
+      ``atari100k_pong``;
     * classic control: ``cartpole``, ``pendulum``, ``acrobot``, ``mountaincar`` and the
       ``*_pixels`` variants (``size`` kwarg, default 64);
     * ``dmc_<domain>_<task>``, e.g. ``dmc_walker_walk`` (kwargs go to :func:`make_dmc_env`).
@@ -216,9 +222,11 @@ def make_env(name: str, task: str | None = None, seed: int | None = None, **kwar
         torch.Size([4])
     """
     prefix, _, rest = name.partition("_")
-    if name in ATARI_PRESETS or (prefix in ATARI_PRESETS and rest):
-        preset = prefix if prefix in ATARI_PRESETS else name
-        return make_atari_env(task or rest or "pong", preset, seed=seed, **kwargs)
+    # the longest Atari preset that `name` is or starts with (+ "_<game>"): atari_dreamerv2_pong
+    atari = [p for p in ATARI_PRESETS if name == p or name.startswith(p + "_")]
+    if atari:
+        preset = max(atari, key=len)
+        return make_atari_env(task or name[len(preset) + 1:] or "pong", preset, seed=seed, **kwargs)
     if name in GYM_PRESETS:
         gym_id, pixels = GYM_PRESETS[name]
         return make_gym_env(gym_id, pixels=pixels, seed=seed, **kwargs)

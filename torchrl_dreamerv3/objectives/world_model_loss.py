@@ -31,13 +31,15 @@ from ..functional.kl_balance import balanced_categorical_kl, balanced_gaussian_k
 from ..functional.returns_v1v2 import unit_gaussian_nll
 from .common import DreamerLossBase, check_choice
 
-__all__ = ["WorldModelLoss", "KL_SCHEMES", "LATENTS"]
+__all__ = ["WorldModelLoss", "KL_SCHEMES", "LATENTS", "REWARD_TRANSFORMS"]
 
 #: ``dyn_rep`` (V3: two scaled terms, free nats per step), ``balanced`` (V2: one term, α to the
 #: prior, free nats on batch means), ``joint`` (V1: one term, gradients to both sides).
 KL_SCHEMES = ("dyn_rep", "balanced", "joint")
 #: ``categorical`` logits ``[..., S, Cl]``; ``gaussian`` ``(mean, std)`` stacked as ``[..., S, 2]``.
 LATENTS = ("categorical", "gaussian")
+#: Applied to the reward target only: ``none`` (V1, V3, V2 DMC) or ``tanh`` (V2 Atari, ``clip_rewards``).
+REWARD_TRANSFORMS = ("none", "tanh")
 
 
 class WorldModelLoss(DreamerLossBase):
@@ -72,6 +74,8 @@ class WorldModelLoss(DreamerLossBase):
     - ``stop_grad_heads``: head modules (decoder, reward, cont) re-run on detached ``deter``/``stoch``
       after the world model, so their losses do not reach the representation (V2's ``grad_heads``
       lists the others).
+    - ``reward_transform="tanh"``: the reward head learns ``tanh(r)`` (V2 on Atari, training only:
+      episode returns stay raw).
 
     Args:
         world_model: a module that reads the step-layout keys and writes ``post_logits``,
@@ -125,12 +129,14 @@ class WorldModelLoss(DreamerLossBase):
         gamma: float | None = None,
         cont: bool = True,
         stop_grad_heads: Sequence[TensorDictModuleBase] = (),
+        reward_transform: str = "none",
     ):
         super().__init__()
         self.kl = check_choice("kl", kl, KL_SCHEMES)
         self.latent = check_choice("latent", latent, LATENTS)
         self.rec_loss = check_choice("rec_loss", rec_loss, ("sse", "gaussian"))
         self.head_dist = check_choice("head_dist", head_dist, ("twohot", "normal"))
+        self.reward_transform = check_choice("reward_transform", reward_transform, REWARD_TRANSFORMS)
         if not 0.0 < kl_balance < 1.0:
             raise ValueError(f"kl_balance must be in (0, 1), got {kl_balance}")
         self.world_model = world_model
@@ -229,6 +235,8 @@ class WorldModelLoss(DreamerLossBase):
         keys = self.tensor_keys
         metrics: dict[str, torch.Tensor] = {}
         reward = self._get(td, keys.reward).reshape(td.batch_size)
+        if self.reward_transform == "tanh":  # V2 Atari: the reward head learns tanh(r); returns stay raw
+            reward = torch.tanh(reward)
         reward_logits = self._get(td, keys.reward_logits)
         terms = dict(rec=self._reconstruction(td, metrics))
         if self.head_dist == "normal":

@@ -20,7 +20,7 @@ from ..modules import (
     model_config,
 )
 from ..objectives.actor_loss import ACTOR_GRADS, RETURN_INDEXING
-from ..objectives.world_model_loss import KL_SCHEMES
+from ..objectives.world_model_loss import KL_SCHEMES, REWARD_TRANSFORMS
 from ..replay import CONTEXTS
 from .learner import CRITIC_TARGETS, GRAD_HEADS, OPTIMIZERS, DreamerV3Learner
 
@@ -103,7 +103,7 @@ def check_resume_config(cfg: DictConfig, saved: DictConfig) -> None:
 ALGO_CHOICES = dict(
     generation=("dreamerv3", *GENERATIONS), optimizer=OPTIMIZERS, critic_target=CRITIC_TARGETS, context=CONTEXTS,
     kl=KL_SCHEMES, rec_loss=("sse", "gaussian"), return_indexing=RETURN_INDEXING, actor_grad=(*ACTOR_GRADS, "auto"),
-    critic_for_targets=("online", "slow"), return_norm=("percentile", "none"),
+    critic_for_targets=("online", "slow"), return_norm=("percentile", "none"), reward_transform=REWARD_TRANSFORMS,
 )
 
 
@@ -193,7 +193,8 @@ def _algo_loss_kwargs(cfg: DictConfig, agent: DreamerV3Modules) -> tuple[dict, d
     a, s = cfg.algo, cfg.loss_scales
     gamma = a.gamma if a.gamma is not None else 1.0 - 1.0 / cfg.horizon
     actor_grad = a.actor_grad if a.actor_grad != "auto" else ("reinforce" if agent.discrete else "dynamics")
-    world_model = dict(kl=a.kl, free_avg=a.free_avg, rec_loss=a.rec_loss)
+    world_model = dict(kl=a.kl, free_avg=a.free_avg, rec_loss=a.rec_loss,
+                       reward_transform=a.get("reward_transform", "none"))
     if a.kl != "dyn_rep":
         world_model.update(kl_scale=s.kl, kl_balance=a.kl_balance)
     if a.gamma is not None:
