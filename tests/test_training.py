@@ -117,7 +117,8 @@ def test_train_ratio_counts_trained_steps_per_env_step():
 
 @pytest.mark.parametrize("algo", ["dreamerv1", "dreamerv2", "dreamerv2_dmc"])
 def test_generation_presets_run_end_to_end(tmp_path, algo):
-    out = _run(tmp_path, f"algo={algo}", "env=pendulum", "run.steps=64")
+    # the presets' random-agent prefill (1000 to 50000 steps) shortened so that the run trains
+    out = _run(tmp_path, f"algo={algo}", "env=pendulum", "run.steps=64", "run.prefill=16")
     assert out.returncode == 0, out.stderr[-3000:]
     counters = _counters(tmp_path)
     assert counters["updates"] > 0
