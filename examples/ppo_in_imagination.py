@@ -18,7 +18,7 @@
    features that :class:`~torchrl_dreamerv3.envs.LatentFeatures` appends. The last line printed is
    ``mean_real_return: X``.
 
-Measured results are in docs/composing_with_torchrl.md (1 thread on 2 shared CPU cores: 23 to 33 minutes end to end).
+Measured results are in docs/composing_with_torchrl.md (1 thread: about 15 minutes end to end on a free core).
 """
 from __future__ import annotations
 
