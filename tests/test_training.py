@@ -218,6 +218,7 @@ def test_prefill_steps_come_before_any_update(tmp_path):
     out = _run(run, "env=pendulum", "run.steps=96", "run.prefill=104")  # FAST trains from step 16 without prefill
     assert out.returncode == 0, out.stderr[-3000:]
     assert _counters(run) == {"env_steps": 96, "updates": 0, "episodes": 0}
+    assert "prefill: 104 env steps of a uniformly random agent" in out.stdout
     resumed = _run(run, "env=pendulum", "run.steps=120", "run.prefill=104", f"resume={run}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _counters(run)["updates"] > 0  # the prefill counts the steps done before the resume

@@ -126,6 +126,7 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
         remaining = prefill - counters["env_steps"]
         per_copy = remaining if cfg.run.collector == "sync" else -(-remaining // cfg.run.envs)  # one copy per worker
         policy.actor = PrefillActor(policy.actor, agent.keys.action, agent.discrete, agent.action_dim, per_copy)
+        tqdm.tqdm.write(f"prefill: {remaining} env steps of a uniformly random agent before training (run.prefill)")
     logger = MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3",
                                       OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None),
                           run_dir=str(logdir))
