@@ -54,10 +54,10 @@ TASKS = {
                      steps_by_algo={"dreamerv1": 12_000}),  # V1 spends 2,500 of them on its random prefill
     "acrobot": dict(overrides=["env=acrobot", *SMALL, "run.train_ratio=256"], steps=20_000, target=-100.0),
     "cartpole_pixels": dict(overrides=["env=cartpole_pixels", *SMALL, "run.train_ratio=256"], steps=30_000,
-                            target=450.0),
+                            target=450.0, images=True),
     "pendulum_pixels": dict(overrides=["env=pendulum_pixels", *SMALL, "run.train_ratio=256"], steps=30_000,
-                            target=-300.0),
-    "pong": dict(overrides=["env=atari100k", "size=size12m"], steps=110_000, target=0.0),
+                            target=-300.0, images=True),
+    "pong": dict(overrides=["env=atari100k", "size=size12m"], steps=110_000, target=0.0, images=True),
 }
 
 
@@ -74,8 +74,8 @@ def task_overrides(task: dict, algo: str) -> list[str]:
     if algo == "dreamerv3":
         return list(task["overrides"])
     own = [o for o in task["overrides"] if o not in SMALL]
-    vector = not any(o.startswith("env=") and ("pixels" in o or "atari" in o) for o in own)
-    return [f"algo={algo}", *own, *GENERATION_SMALL[algo], *(V1_VECTOR if algo == "dreamerv1" and vector else [])]
+    vector_v1 = V1_VECTOR if algo == "dreamerv1" and not task.get("images", False) else []
+    return [f"algo={algo}", *own, *GENERATION_SMALL[algo], *vector_v1]
 
 
 def run_seed(overrides: list[str], seed: int, steps: int, outdir: Path, extra: list[str],

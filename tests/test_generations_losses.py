@@ -467,7 +467,7 @@ def test_prefill_actor_acts_uniformly_for_its_steps_then_hands_over(discrete):
     td = TensorDict({"observation": torch.randn(500, 5), "is_first": torch.ones(500, 1, dtype=torch.bool),
                      "deter": torch.zeros(500, 8), "stoch": torch.zeros(500, 2, 4), "prev_action": torch.zeros(500, dim)},
                     [500])
-    prefill = PrefillActor(agent.actor, "action", agent.discrete, agent.action_dim, steps=600)
+    prefill = PrefillActor(agent.actor, spec, steps=600)
     policy = DreamerV3Policy(agent, actor=prefill)
     torch.manual_seed(0)
     first = policy(td.clone())["action"]
@@ -483,7 +483,7 @@ def test_prefill_actor_acts_uniformly_for_its_steps_then_hands_over(discrete):
     torch.manual_seed(1)
     assert torch.equal(handed_over, DreamerV3Policy(agent)(td.clone())["action"])
     with pytest.raises(ValueError, match="prefill steps"):
-        PrefillActor(agent.actor, "action", agent.discrete, agent.action_dim, steps=-1)
+        PrefillActor(agent.actor, spec, steps=-1)
 
 
 @pytest.mark.parametrize("make, message", [

@@ -25,7 +25,8 @@ from ..replay import CONTEXTS
 from .learner import CRITIC_TARGETS, GRAD_HEADS, OPTIMIZERS, DreamerV3Learner
 
 __all__ = ["resolve_device", "resolve_size", "observation_shapes", "make_train_env", "make_agent", "make_learner",
-           "make_collector", "make_replay", "validate_config", "REPLAY_KEYS"]
+           "make_collector", "make_replay", "validate_config", "check_resume_config", "unbatched_action_spec",
+           "REPLAY_KEYS"]
 
 # What a replay row keeps besides the observations (each frame once: no ("next", obs)).
 REPLAY_KEYS = ("action", "deter", "stoch", *FLAG_KEYS, ("next", "reward"), ("collector", "traj_ids"))
@@ -181,11 +182,13 @@ def make_agent(cfg: DictConfig, env: EnvBase, device: torch.device) -> DreamerV3
     generation = cfg.algo.generation if "algo" in cfg else "dreamerv3"
     if generation != "dreamerv3":
         overrides = _generation_overrides(generation, overrides)
+    return make_dreamerv3(observation_shapes(env), unbatched_action_spec(env), model_config(size, **overrides)).to(device)
+
+
+def unbatched_action_spec(env: EnvBase):
+    """The action spec of one env (a batched env's first)."""
     batch = len(env.batch_size)
-    action_spec = env.action_spec
-    if batch:
-        action_spec = action_spec[(0,) * batch]
-    return make_dreamerv3(observation_shapes(env), action_spec, model_config(size, **overrides)).to(device)
+    return env.action_spec[(0,) * batch] if batch else env.action_spec
 
 
 def _algo_loss_kwargs(cfg: DictConfig, agent: DreamerV3Modules) -> tuple[dict, dict]:

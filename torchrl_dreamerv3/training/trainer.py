@@ -30,6 +30,7 @@ from .setup import (
     observation_shapes,
     resolve_device,
     resolve_size,
+    unbatched_action_spec,
     validate_config,
     with_primer,
 )
@@ -125,7 +126,7 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
     if prefill > counters["env_steps"]:
         remaining = prefill - counters["env_steps"]
         per_copy = remaining if cfg.run.collector == "sync" else -(-remaining // cfg.run.envs)  # one copy per worker
-        policy.actor = PrefillActor(policy.actor, agent.keys.action, agent.discrete, agent.action_dim, per_copy)
+        policy.actor = PrefillActor(policy.actor, unbatched_action_spec(env), per_copy, agent.keys.action)
         tqdm.tqdm.write(f"prefill: {remaining} env steps of a uniformly random agent before training (run.prefill)")
     logger = MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3",
                                       OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None),
