@@ -89,17 +89,18 @@ class PrefillActor(TensorDictModuleBase):
     """Uniformly random actions for the first ``steps`` agent steps, then ``actor``'s (DreamerV1/V2 prefill).
 
     The authors of DreamerV1 and V2 fill the replay with a random agent before training (SPEC_V1_V2
-    §1.6, §2.6): one-hot actions drawn uniformly, or continuous ones uniform in ``[-1, 1]``. Used as
-    ``DreamerV3Policy(agent, actor=PrefillActor(agent.actor, ...))``, the world model still filters every
-    observation, so the replay holds posterior latents for the random steps too. ``steps`` counts the
-    rows this module acts on (a batch of ``N`` envs is ``N`` steps).
+    §1.6, §2.6): one-hot actions drawn uniformly, or continuous ones uniform in ``[-1, 1]``, i.e.
+    ``action_spec.rand()`` of the agent's (unbatched) action spec. Used as
+    ``DreamerV3Policy(agent, actor=PrefillActor(agent.actor, spec, steps))``, the world model still
+    filters every observation, so the replay holds posterior latents for the random steps too.
+    ``steps`` counts the rows this module acts on (a batch of ``N`` envs is ``N`` steps).
     """
 
-    def __init__(self, actor: TensorDictModuleBase, action_key, discrete: bool, action_dim: int, steps: int):
+    def __init__(self, actor: TensorDictModuleBase, action_spec, steps: int, action_key="action"):
         super().__init__()
         if steps < 0:
             raise ValueError(f"prefill steps must be >= 0, got {steps}")
-        self.actor, self.action_key, self.discrete, self.action_dim = actor, action_key, discrete, action_dim
+        self.actor, self.action_spec, self.action_key = actor, action_spec, action_key
         self.steps, self.acted = steps, 0
         self.in_keys, self.out_keys = list(actor.in_keys), [action_key]
 
@@ -111,12 +112,7 @@ class PrefillActor(TensorDictModuleBase):
         if not self.prefilling:
             return self.actor(tensordict)
         self.acted += tensordict.numel()
-        shape, device = (*tensordict.batch_size, self.action_dim), tensordict.device
-        if self.discrete:
-            index = torch.randint(self.action_dim, shape[:-1], device=device)
-            action = torch.nn.functional.one_hot(index, self.action_dim).to(torch.float32)
-        else:
-            action = torch.rand(shape, device=device) * 2.0 - 1.0
+        action = self.action_spec.rand(tensordict.batch_size).to(device=tensordict.device, dtype=torch.float32)
         return tensordict.set(self.action_key, action)
 
 
