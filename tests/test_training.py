@@ -197,11 +197,13 @@ def test_evaluation_samples_for_v3_and_takes_the_mode_for_v1_v2(mode, expected):
     from torchrl.envs.utils import exploration_type
 
     from torchrl_dreamerv3.modules import DreamerV3Policy
-    from torchrl_dreamerv3.training.setup import make_agent, make_train_env
-    from torchrl_dreamerv3.training.trainer import _evaluate
+    from torchrl_dreamerv3.training.environment import env_factory, make_eval_env, make_train_env
+    from torchrl_dreamerv3.training.evaluation import evaluate
+    from torchrl_dreamerv3.training.setup import make_agent
 
     cfg = _compose("env=pendulum", "size=debug", "algo=dreamerv1")
-    agent = make_agent(cfg, make_train_env(cfg), torch.device("cpu"))
+    make = env_factory(cfg)
+    agent = make_agent(cfg, make_train_env(make, 1, cfg.seed), torch.device("cpu"))
     seen = []
 
     class Recording(DreamerV3Policy):
@@ -209,7 +211,7 @@ def test_evaluation_samples_for_v3_and_takes_the_mode_for_v1_v2(mode, expected):
             seen.append(exploration_type().name)
             return super().forward(tensordict)
 
-    returns = _evaluate(cfg, agent, Recording(agent), episodes=1, mode=mode)
+    returns = evaluate(make_eval_env(make, cfg.seed, agent), Recording(agent), episodes=1, deterministic=mode)
     assert len(returns) == 1 and len(seen) == 200 and set(seen) == {expected}
 
 

@@ -74,7 +74,7 @@ GYM_PRESETS = {
     "pendulum_pixels": ("Pendulum-v1", True),
     "acrobot_pixels": ("Acrobot-v1", True),
 }
-ENV_PRESETS = (*ATARI_PRESETS, *GYM_PRESETS, "dmc_<domain>_<task>")
+ENV_PRESETS = (*ATARI_PRESETS, *GYM_PRESETS, "gym (with id=<any gymnasium id>)", "dmc_<domain>_<task>")
 
 
 def _ale_id(task: str) -> str:
@@ -214,6 +214,7 @@ def make_env(name: str, task: str | None = None, seed: int | None = None, **kwar
       ``atari100k_pong``;
     * classic control: ``cartpole``, ``pendulum``, ``acrobot``, ``mountaincar`` and the
       ``*_pixels`` variants (``size`` kwarg, default 64);
+    * ``gym`` with ``id=<any gymnasium id>`` (and ``pixels``, ``size``): :func:`make_gym_env`;
     * ``dmc_<domain>_<task>``, e.g. ``dmc_walker_walk`` (kwargs go to :func:`make_dmc_env`).
 
     Examples:
@@ -230,6 +231,14 @@ def make_env(name: str, task: str | None = None, seed: int | None = None, **kwar
     if name in GYM_PRESETS:
         gym_id, pixels = GYM_PRESETS[name]
         return make_gym_env(gym_id, pixels=pixels, seed=seed, **kwargs)
+    if name == "gym":
+        if "id" not in kwargs:
+            raise ValueError("env=gym needs env.id=<a gymnasium id>, e.g. env.id=MountainCarContinuous-v0")
+        gym_id = kwargs.pop("id")
+        if gym_id not in gym.registry:
+            raise ValueError(f"env.id={gym_id!r} is not a registered gymnasium id (a package that registers it "
+                             "may need importing); e.g. CartPole-v1, MountainCarContinuous-v0")
+        return make_gym_env(gym_id, seed=seed, **kwargs)
     if prefix == "dmc":
         domain, _, dmc_task = (task or rest).partition("_")
         if domain == "ball" and dmc_task.startswith("in_cup_"):  # dmc_ball_in_cup_catch

@@ -3,11 +3,11 @@ from .learner import DreamerV3Learner
 from .ratio import TrainRatio
 
 
-def train(cfg, behaviour_actor=None):
-    """Runs the training loop of :mod:`torchrl_dreamerv3.training.trainer` (imported lazily: it pulls in envs)."""
-    from .trainer import train as _train
+def train(cfg, env_fn=None, behaviour_actor=None):
+    """Runs the training loop of :mod:`torchrl_dreamerv3.training.loop` (imported lazily: it pulls in envs)."""
+    from .loop import train as _train
 
-    return _train(cfg, behaviour_actor=behaviour_actor)
+    return _train(cfg, env_fn=env_fn, behaviour_actor=behaviour_actor)
 
 
 __all__ = ["DreamerV3Learner", "TrainRatio", "train"]

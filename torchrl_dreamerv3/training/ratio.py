@@ -31,6 +31,11 @@ class TrainRatio:
         self.prev += repeats / self.ratio
         return repeats
 
+    def refund(self, updates: int) -> None:
+        """Gives back ``updates`` that were counted but not run (a stop request ended the round early)."""
+        if self.prev is not None:
+            self.prev -= updates / self.ratio
+
     def state_dict(self) -> dict:
         return {"prev": self.prev}
 

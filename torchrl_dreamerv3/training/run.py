@@ -1,0 +1,168 @@
+"""Everything a training run holds, built from the config in one place (the ``make_*`` of a sota script)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import tqdm
+from omegaconf import DictConfig, OmegaConf
+from tensordict.nn import TensorDictModuleBase
+
+from ..envs.any_env import model_observation_keys
+from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
+from .checkpoint import load_checkpoint
+from .environment import EnvFactory, env_factory, make_collector, make_train_env
+from .learner import DreamerV3Learner
+from .logging import MetricLogger, make_logger
+from .progress import Progress
+from .ratio import TrainRatio
+from .report import read_returns_csv
+from .setup import (
+    check_resume_config,
+    make_agent,
+    make_learner,
+    make_replay,
+    resolve_device,
+    resolve_size,
+    unbatched_action_spec,
+    validate_config,
+)
+
+__all__ = ["Run", "start_run"]
+
+
+@dataclass
+class Run:
+    """The pieces of one run and its counters; the loop in :mod:`.loop` reads it top to bottom."""
+
+    cfg: DictConfig
+    logdir: Path
+    device: torch.device
+    make_env: EnvFactory
+    agent: DreamerV3Modules
+    learner: DreamerV3Learner
+    policy: DreamerV3Policy
+    eval_policy: DreamerV3Policy
+    replay: object
+    ratio: TrainRatio
+    logger: MetricLogger
+    collector: object = None
+    progress: Progress | None = None
+    counters: dict = field(default_factory=lambda: dict(env_steps=0, updates=0, episodes=0))
+    prefill: int = 0
+    image_keys: list = field(default_factory=list)
+    deterministic_eval: bool = False
+    last_return: float | None = None
+    metrics: object = None
+    clock: dict = field(default_factory=dict)
+
+    @property
+    def env_steps(self) -> int:
+        return self.counters["env_steps"]
+
+
+def _logdir(cfg: DictConfig) -> Path:
+    if cfg.resume:
+        resume = Path(cfg.resume)
+        return resume.parent if resume.name == "checkpoint" else resume
+    return Path(cfg.logdir)
+
+
+def _generation(cfg: DictConfig) -> str:
+    return cfg.algo.generation if "algo" in cfg else "dreamerv3"
+
+
+def _describe_size(cfg: DictConfig, device: torch.device) -> tuple[str, str | None]:
+    size, note = resolve_size(cfg.model.size, device)
+    generation = _generation(cfg)
+    if generation != "dreamerv3":  # one size per earlier generation; size presets only shrink it
+        return f"{generation} preset" + ("" if cfg.model.size == "auto" else f" with size={cfg.model.size}"), None
+    return size, note
+
+
+def _build(cfg: DictConfig, logdir: Path, device: torch.device, make: EnvFactory,
+           behaviour_actor: TensorDictModuleBase | None):
+    env = make_train_env(make, cfg.run.envs, cfg.seed)
+    agent = make_agent(cfg, env, device)
+    learner = make_learner(cfg, agent)
+    expl_noise = cfg.algo.expl_noise if "algo" in cfg else 0.0  # V1: additive exploration noise
+    policy = DreamerV3Policy(agent, expl_noise=expl_noise, actor=behaviour_actor)
+    eval_policy = DreamerV3Policy(agent)  # the agent's own actor, without exploration noise
+    replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
+    ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
+    logger = MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3",
+                                      OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None),
+                          run_dir=str(logdir))
+    return env, Run(cfg=cfg, logdir=logdir, device=device, make_env=make, agent=agent, learner=learner,
+                    policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio, logger=logger,
+                    deterministic_eval=_generation(cfg) != "dreamerv3")
+
+
+def _resume(run: Run) -> None:
+    run.counters.update(load_checkpoint(run.cfg.resume, learner=run.learner, ratio=run.ratio, replay=run.replay))
+    if not run.counters.pop("replay_restored"):
+        tqdm.tqdm.write("resumed without a saved replay buffer (checkpoint.replay=false): refilling it")
+    if (run.logdir / "episodes.csv").is_file():
+        run.logger.episode_returns = [(int(s), r) for s, r in zip(*read_returns_csv(run.logdir / "episodes.csv"))]
+
+
+def _start_prefill(run: Run, env) -> None:
+    """DreamerV1/V2: a uniformly random agent fills the replay first; training waits for it."""
+    cfg = run.cfg
+    run.prefill = int(cfg.run.get("prefill", 0))
+    remaining = run.prefill - run.env_steps
+    if remaining > 0:
+        per_copy = remaining if cfg.run.collector == "sync" else -(-remaining // cfg.run.envs)  # one per worker
+        run.policy.actor = PrefillActor(run.policy.actor, unbatched_action_spec(env), per_copy, run.agent.keys.action)
+        tqdm.tqdm.write(f"prefill: {remaining} env steps of a uniformly random agent before training (run.prefill)")
+
+
+def _announce(run: Run, size: str, note: str | None) -> None:
+    cfg, counts = run.cfg, run.agent.parameter_counts()
+    print(f"torchrl_dreamerv3: env={cfg.env.get('name', 'custom')} device={run.device} model={size} "
+          f"params={counts['total']:,} ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}) "
+          f"logdir={run.logdir}")
+    if note:
+        print(note)
+    per_round = cfg.run.envs * cfg.run.steps_per_collect
+    if cfg.run.steps % per_round:
+        steps = -(-cfg.run.steps // per_round) * per_round
+        print(f"run.steps={cfg.run.steps} is rounded up to {steps}: the collector delivers whole rounds of "
+              f"run.envs x run.steps_per_collect = {per_round} env steps")
+    run.logger.log_hparams(OmegaConf.to_container(cfg, resolve=True))
+
+
+_SPEED_HINT = ("Faster: size=debug, a smaller run.train_ratio, or a GPU; the paper's setting: size=size200m on a GPU.")
+
+
+def start_run(cfg: DictConfig, env_fn: EnvFactory | None = None,
+              behaviour_actor: TensorDictModuleBase | None = None) -> Run:
+    """Validates ``cfg``, then builds env, agent, learner, replay, logger and collector, resuming if asked."""
+    validate_config(cfg)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    size, note = _describe_size(cfg, device)
+    logdir = _logdir(cfg)
+    if cfg.resume and (logdir / "config.yaml").is_file():  # before it is overwritten with this config
+        check_resume_config(cfg, OmegaConf.load(logdir / "config.yaml"))
+    logdir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, logdir / "config.yaml")
+
+    env, run = _build(cfg, logdir, device, env_factory(cfg, env_fn), behaviour_actor)
+    # image observations (C, H, W), from the env spec: the encoder may be user-supplied
+    spec = env.observation_spec
+    run.image_keys = [k for k in model_observation_keys(env) if len(spec[k].shape) - len(env.batch_size) == 3]
+    if cfg.resume:
+        _resume(run)
+    _start_prefill(run, env)
+    _announce(run, size, note)
+    run.collector = make_collector(cfg, run.make_env, env, run.policy, device)
+    run.progress = Progress(int(cfg.run.steps), run.counters, estimate_after=cfg.run.get("estimate_after", 60),
+                            hint=_SPEED_HINT)
+    now = time.time()
+    run.clock = dict(log=now, report=now, save=now, eval_step=run.env_steps)
+    return run
