@@ -123,6 +123,24 @@ def test_a_collector_error_reaches_the_learner():
     assert isinstance(caught.value.__cause__, FloatingPointError)
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_the_run_ends_at_total_steps_with_every_update_it_earned(parallel):
+    rows, ratio = Rows(), Ratio()
+    kwargs = dict(max_ahead=64) if parallel else {}
+    cls = ParallelCollection if parallel else SyncCollection
+    rows.collection = collection = cls(fake_collector(), rows.write, ratio, total_steps=100, **kwargs)
+    with collection:
+        while True:
+            owed = collection.updates_due(timeout=1.0)
+            for _ in range(owed):
+                time.sleep(0.001)
+                collection.update_done()
+            if not owed and collection.finished:
+                break
+    assert collection.env_steps == rows.rows == 104  # 13 batches: the one that crosses 100 is the last
+    assert collection.updates == 1 + (104 - ratio.first) // PER_UPDATE
+
+
 def test_max_ahead_below_one_update_is_refused():
     with pytest.raises(ValueError, match="run.max_ahead=2"):
         ParallelCollection(fake_collector(), lambda b: None, TrainRatio(1, 1, PER_UPDATE), max_ahead=2)

@@ -3,10 +3,13 @@
 Both classes offer the loop one interface::
 
     with collection:                                   # starts / stops the collector thread
-        while collection.env_steps < steps:
-            for _ in range(collection.updates_due(timeout=1.0)):
+        while True:
+            owed = collection.updates_due(timeout=1.0)  # 0 after the timeout: time to log, check signals
+            for _ in range(owed):
                 ...one update...
                 collection.update_done()
+            if not owed and collection.finished:       # total_steps collected and every update done
+                break
             with collection.pause():                   # consistent cut for a checkpoint
                 save(...)
 
@@ -65,12 +68,14 @@ class SyncCollection:
         ratio: the run's :class:`TrainRatio`; its state is the ratio's part of a checkpoint.
         ready: whether training may start (replay fill, prefill); updates are owed only once it is true.
         env_steps: env steps already done (a resumed run's counter).
+        total_steps: no batch is started once ``env_steps`` reaches it (``run.steps``; None: no end).
     """
 
     def __init__(self, collector: Iterable, write: Callable[[TensorDictBase], None], ratio: TrainRatio, *,
-                 ready: Callable[[], bool] = lambda: True, env_steps: int = 0):
+                 ready: Callable[[], bool] = lambda: True, env_steps: int = 0, total_steps: int | None = None):
         self.collector, self.write, self.ratio, self.ready = collector, write, ratio, ready
         self.env_steps = int(env_steps)
+        self.total_steps = total_steps
         self.updates = 0
         self._episodes: deque = deque()
         self._iterator = None
@@ -80,6 +85,11 @@ class SyncCollection:
         self.write(batch)
         self._episodes.extend(episodes_in(batch))
         return batch.numel()
+
+    @property
+    def finished(self) -> bool:
+        """All ``total_steps`` collected (parallel: the collector thread has ended)."""
+        return self.total_steps is not None and self.env_steps >= self.total_steps
 
     def episodes(self) -> list[tuple[float, int]]:
         """The (return, length) of episodes finished since the last call, oldest first."""
@@ -102,6 +112,8 @@ class SyncCollection:
         self.stop()
 
     def updates_due(self, timeout: float | None = None) -> int:
+        if self.finished:
+            return 0
         if self._iterator is None:
             self.start()
         self.env_steps += self._consume(next(self._iterator))
@@ -130,8 +142,9 @@ class ParallelCollection(SyncCollection):
     """
 
     def __init__(self, collector: Iterable, write: Callable[[TensorDictBase], None], ratio: TrainRatio, *,
-                 max_ahead: int, ready: Callable[[], bool] = lambda: True, env_steps: int = 0):
-        super().__init__(collector, write, ratio, ready=ready, env_steps=env_steps)
+                 max_ahead: int, ready: Callable[[], bool] = lambda: True, env_steps: int = 0,
+                 total_steps: int | None = None):
+        super().__init__(collector, write, ratio, ready=ready, env_steps=env_steps, total_steps=total_steps)
         if max_ahead < 1.0 / ratio.ratio:
             raise ValueError(f"run.max_ahead={max_ahead} env steps is less than one update's worth "
                              f"({1.0 / ratio.ratio:g} env steps at this train ratio); the collector would wait forever")
@@ -141,6 +154,10 @@ class ParallelCollection(SyncCollection):
         self._paused = self._parked = self._stopping = self._finished = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
 
     def lag(self) -> float:
         """Env steps written but not yet paid for by finished updates (0 before training starts)."""
@@ -166,7 +183,7 @@ class ParallelCollection(SyncCollection):
     def _run(self) -> None:
         try:
             iterator = iter(self.collector)
-            while self._wait_for_turn():
+            while self._wait_for_turn() and not SyncCollection.finished.fget(self):
                 batch = next(iterator, None)
                 if batch is None:  # a finite collector ran out
                     return

@@ -31,10 +31,49 @@ from torchrl.data import (
     TensorDictRoundRobinWriter,
 )
 from torchrl.data.replay_buffers import SamplerEnsemble, SliceSampler
+from torchrl.data.replay_buffers.utils import pin_memory_output
 
 __all__ = ["StreamReplay", "OnlineQueueSampler", "make_replay", "make_stream_replay", "TRAJ_KEY"]
 
 TRAJ_KEY = ("collector", "traj_ids")
+
+
+class _IndicesOnly:
+    """TorchRL's ``SliceSampler._finalize_index`` reads every sampled record, images included, only to
+    look for ``is_init`` / done flags; with ``init_key=None`` and ``truncated_key=None`` nothing comes
+    of that read, which costs as much as the batch itself, so it is skipped."""
+
+    def _finalize_index(self, *, index, num_slices, seq_length, target_seq_length, mask_flat, storage):
+        if self.init_key is None and self.truncated_key is None and mask_flat is None:
+            return index.to(torch.long).unbind(-1), {}
+        return super()._finalize_index(index=index, num_slices=num_slices, seq_length=seq_length,
+                                       target_seq_length=target_seq_length, mask_flat=mask_flat, storage=storage)
+
+
+class StreamWindows(_IndicesOnly, StreamingSliceSampler):
+    """The online queue of one stream (``StreamingSliceSampler``) without the wasted record read."""
+
+
+class UniformWindows(_IndicesOnly, SliceSampler):
+    """Uniform windows of one stream (``SliceSampler``) without the wasted record read."""
+
+
+def gather_windows(storage, index: torch.Tensor) -> TensorDictBase:
+    """Rows ``index`` (``(n, L)``, each row ``L`` consecutive ring slots) of a 1-D tensor storage.
+
+    Copies each window as one or two slices: on CPU a uint8 image gather by slices is ~10x faster than
+    the advanced indexing ``storage.get`` does (3.4 vs 34.7 ms for 16 x 65 rows of 3x64x64).
+    """
+    capacity, length = storage.max_size, index.shape[1]
+    if not ((index[:, 1:] - index[:, :-1]) % capacity == 1).all():
+        return storage.get(index.reshape(-1)).reshape(index.shape)
+    starts = index[:, 0].tolist()
+
+    def take(value):
+        return torch.stack([value[a:a + length] if a + length <= capacity
+                            else torch.cat((value[a:], value[:a + length - capacity])) for a in starts])
+
+    return storage._storage.apply(take, batch_size=list(index.shape))
 
 
 class OnlineQueueSampler(SamplerEnsemble):
@@ -126,6 +165,23 @@ class StreamReplay(ReplayBufferEnsemble):
         """Fresh windows waiting in the online queue, summed over streams."""
         return sum(self._sampler.queued(m) for m in range(self.streams))
 
+    @pin_memory_output
+    def _sample(self, batch_size: int):
+        # ReplayBufferEnsemble gathers window by window with advanced indexing and stacks the results;
+        # here each member's windows are copied as slices, under the same locks (so a window is never
+        # torn by a concurrent write and its generations are those of the data returned).
+        with self._replay_lock, self._write_lock:
+            index, _ = self._sampler.sample(self._storage, batch_size)
+            generation = self._writer.generations_of(index)
+            ids, local = index.get("buffer_ids"), index.get("index")
+            parts = [gather_windows(self._storage._storages[m], local[ids == m]) for m in ids.unique().tolist()]
+        data = torch.cat(parts) if len(parts) > 1 else parts[0]
+        shape = list(local.shape)
+        info = TensorDict({"index": TensorDict({"index": local, "buffer_ids": ids[:, None].expand(shape)}, shape),
+                           "index_generation": generation}, shape)
+        data.update(info)
+        return data, info
+
     def can_sample(self) -> bool:
         return any(len(s) >= self.slice_len for s in self._storage._storages)
 
@@ -154,16 +210,16 @@ def make_stream_replay(*, capacity: int, streams: int, slice_len: int, batch_siz
     if per_stream < slice_len:
         raise ValueError(f"replay.size={capacity} over run.envs={streams} streams leaves {per_stream} rows per "
                          f"stream, fewer than one window of {slice_len} rows")
-    sampler_kwargs = dict(slice_len=slice_len, traj_key=TRAJ_KEY, strict_length=True, truncated_key=None)
+    # init_key=None: the RSSM resets at the stored is_first; a window start must not reset it
+    sampler_kwargs = dict(slice_len=slice_len, traj_key=TRAJ_KEY, strict_length=True, truncated_key=None,
+                          init_key=None)
 
     def member(i: int) -> TensorDictReplayBuffer:
         if memmap:
             storage = LazyMemmapStorage(per_stream, scratch_dir=None if scratch_dir is None else f"{scratch_dir}/{i}")
         else:
             storage = LazyTensorStorage(per_stream)
-        # init_key=None: the RSSM resets at the stored is_first, a window start must not reset it
-        sampler = (StreamingSliceSampler(init_key=None, **sampler_kwargs) if online
-                   else SliceSampler(**sampler_kwargs))
+        sampler = StreamWindows(**sampler_kwargs) if online else UniformWindows(**sampler_kwargs)
         return TensorDictReplayBuffer(storage=storage, sampler=sampler,
                                       writer=TensorDictRoundRobinWriter(track_generations=True))
 
@@ -174,17 +230,19 @@ def make_stream_replay(*, capacity: int, streams: int, slice_len: int, batch_siz
 def make_replay(cfg: DictConfig, scratch_dir: str | None = None) -> StreamReplay:
     """The replay of a config: ``replay.size`` env steps over ``run.envs`` streams, windows of
     ``batch_length + replay_context`` rows, ``replay.online`` (default true), ``replay.prefetch`` batches
-    sampled ahead (pinned when ``device`` is CUDA)."""
+    sampled ahead in a thread (``auto``: 1 on CUDA, 0 on CPU), pinned when ``device`` is CUDA."""
     from .setup import resolve_device  # the same device rule as the rest of the run
 
     replay = cfg.replay
     online = replay.get("online", True)
     if online not in (True, False):
         raise ValueError(f"replay.online must be true or false, got {online!r}")
-    prefetch = int(replay.get("prefetch", 1))
-    if prefetch < 0:
-        raise ValueError(f"replay.prefetch must be >= 0 batches, got {prefetch}")
     cuda = resolve_device(cfg.device).type == "cuda"
+    prefetch = replay.get("prefetch", "auto")
+    if prefetch == "auto":  # the reference prefetches one batch; on CPU the thread only competes for the cores
+        prefetch = 1 if cuda else 0
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        raise ValueError(f"replay.prefetch must be auto or a number of batches >= 0, got {prefetch!r}")
     return make_stream_replay(capacity=int(replay.size), streams=int(cfg.run.envs),
                               slice_len=cfg.batch_length + cfg.replay_context, batch_size=cfg.batch_size,
                               online=online, prefetch=prefetch, pin_memory=cuda, memmap=bool(replay.memmap),
