@@ -145,14 +145,17 @@ def _cfg(**replay):
                              "replay": {"size": 40, "memmap": False, "online": True, "prefetch": 0, **replay}})
 
 
-def test_make_replay_from_config():
-    replay, data = make_replay(_cfg()), Streams(2)
+@pytest.mark.parametrize("memmap", [False, True])
+def test_make_replay_from_config(memmap, tmp_path):
+    replay, data = make_replay(_cfg(memmap=memmap), scratch_dir=str(tmp_path)), Streams(2)
     replay.extend(data.chunk(10))
     assert len(replay) == 20 and replay.streams == 2
     window, info = replay.sample(return_info=True)
     assert window.reshape(2, -1).shape == (2, L)
     assert replay.write_back(info, TensorDict({"deter": torch.zeros(2, L - 1, 2)}, [2, L - 1])).updated_count == 6
     assert make_replay(_cfg(online=False)).queued() == 0
+    if memmap:
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]  # one memmap folder per stream
 
 
 @pytest.mark.parametrize("override, message", [
@@ -160,3 +163,23 @@ def test_make_replay_from_config():
 def test_make_replay_names_a_bad_setting(override, message):
     with pytest.raises(ValueError, match=message):
         make_replay(_cfg(**override))
+
+
+def test_a_saved_replay_resumes_with_its_rows_queue_and_generations(tmp_path):
+    data = Streams(2)
+    replay = make_stream_replay(capacity=24, streams=2, slice_len=L, batch_size=2)
+    for n in (9, 9):  # wrapped rings (12 rows each), windows queued
+        replay.extend(data.chunk(n))
+    _, info = replay.sample(return_info=True)
+    assert replay.queued() == 2
+    replay.dumps(tmp_path / "replay")
+    restored = make_stream_replay(capacity=24, streams=2, slice_len=L, batch_size=2)
+    restored.loads(tmp_path / "replay")
+    assert len(restored) == len(replay) == 24 and restored.queued() == 2
+    assert sorted(windows_of(restored.sample())) == [(12, 13, 14, 15), (1012, 1013, 1014, 1015)]  # the queue
+    for _ in range(20):  # the saved ring keeps its end: no window runs from the newest row into the oldest
+        assert_consecutive(restored.sample())
+    latents = TensorDict({"deter": torch.ones(2, L - 1, 2)}, [2, L - 1])
+    assert restored.write_back(info, latents).updated_count == replay.write_back(info, latents).updated_count > 0
+    restored.extend(data.chunk(3))
+    assert_consecutive(restored.sample())

@@ -182,6 +182,16 @@ class StreamReplay(ReplayBufferEnsemble):
         data.update(info)
         return data, info
 
+    def loads(self, path):
+        super().loads(path)
+        # TorchRL 0.14.1 restores rows and write cursors but not the storage's last-written index, which
+        # SliceSampler reads as the end of the data: without it a uniform window of a full ring runs from
+        # the newest row into the oldest. It is the row before each writer's cursor.
+        for storage, writer in zip(self._storage._storages, self._writer._writers):
+            if len(storage):
+                storage._set_last_cursor((int(writer._cursor) - 1) % storage.max_size)
+        return self
+
     def can_sample(self) -> bool:
         return any(len(s) >= self.slice_len for s in self._storage._storages)
 
