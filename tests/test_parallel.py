@@ -129,8 +129,10 @@ def test_the_run_ends_at_total_steps_with_every_update_it_earned(parallel):
     kwargs = dict(max_ahead=64) if parallel else {}
     cls = ParallelCollection if parallel else SyncCollection
     rows.collection = collection = cls(fake_collector(), rows.write, ratio, total_steps=100, **kwargs)
+    deadline = time.time() + 20
     with collection:
         while True:
+            assert time.time() < deadline, f"still collecting at {collection.env_steps} env steps"
             owed = collection.updates_due(timeout=1.0)
             for _ in range(owed):
                 time.sleep(0.001)
