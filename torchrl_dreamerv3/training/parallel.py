@@ -89,6 +89,9 @@ class SyncCollection:
     @property
     def finished(self) -> bool:
         """All ``total_steps`` collected (parallel: the collector thread has ended)."""
+        return self._collected_all()
+
+    def _collected_all(self) -> bool:
         return self.total_steps is not None and self.env_steps >= self.total_steps
 
     def episodes(self) -> list[tuple[float, int]]:
@@ -183,7 +186,7 @@ class ParallelCollection(SyncCollection):
     def _run(self) -> None:
         try:
             iterator = iter(self.collector)
-            while self._wait_for_turn() and not SyncCollection.finished.fget(self):
+            while self._wait_for_turn() and not self._collected_all():
                 batch = next(iterator, None)
                 if batch is None:  # a finite collector ran out
                     return
