@@ -56,6 +56,15 @@ def test_each_new_window_is_sampled_once_before_uniform_fallback():
     assert {(12, 13, 14, 15), (1012, 1013, 1014, 1015)} <= set(windows_of(replay.sample()))
 
 
+def test_report_windows_leave_the_queue_alone():
+    data, replay = Streams(2), make_stream_replay(capacity=200, streams=2, slice_len=L, batch_size=2)
+    replay.extend(data.chunk(8))
+    report = replay.sample_uniform(3)
+    assert report.shape == (3, L)
+    assert_consecutive(report)
+    assert replay.queued() == 4
+
+
 def test_windows_run_across_episode_starts():
     data, replay = Streams(1, first_every=3), make_stream_replay(capacity=64, streams=1, slice_len=L, batch_size=2)
     replay.extend(data.chunk(8))

@@ -108,11 +108,11 @@ class OnlineQueueSampler(SamplerEnsemble):
                     break
         return count
 
-    def allocate(self, storage, windows: int) -> list[int]:
-        """Windows to take from each member: queued ones first, then uniform over valid windows."""
+    def allocate(self, storage, windows: int, *, queue: bool = True) -> list[int]:
+        """Windows to take from each member: queued ones first (``queue``), then uniform over valid windows."""
         members = len(self._samplers)
         counts = [0] * members
-        fresh = [self.queued(m, windows) for m in range(members)]
+        fresh = [self.queued(m, windows) if queue else 0 for m in range(members)]
         order = [(self._start + k) % members for k in range(members)]
         self._start = (self._start + 1) % members
         left = windows
@@ -181,6 +181,20 @@ class StreamReplay(ReplayBufferEnsemble):
                            "index_generation": generation}, shape)
         data.update(info)
         return data, info
+
+    def sample_uniform(self, windows: int) -> TensorDictBase:
+        """``(windows, L)`` uniform windows that leave the online queue and the prefetched batches alone
+        (for reports: the reference's report stream does not consume the train queue either)."""
+        with self._replay_lock, self._write_lock:
+            counts = self._sampler.allocate(self._storage, windows, queue=False)
+            parts = []
+            for member, count in enumerate(counts):
+                if count:
+                    storage = self._storage._storages[member]
+                    index, _ = SliceSampler.sample(self._rbs[member]._sampler, storage, count * self.slice_len)
+                    index = index[0] if isinstance(index, tuple) else index
+                    parts.append(gather_windows(storage, index.reshape(count, self.slice_len)))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def loads(self, path):
         super().loads(path)
