@@ -85,8 +85,11 @@ def test_a_slow_collector_holds_the_learner_back():
     assert collection.updates >= 1 + (collection.env_steps - first - FRAMES) // PER_UPDATE
 
 
-def test_pause_is_a_consistent_cut():
+@pytest.mark.parametrize("parallel", [True, False])
+def test_pause_is_a_consistent_cut(parallel):
     rows, collection = make(delay=0.002, max_ahead=10_000)
+    if not parallel:
+        rows.collection = collection = SyncCollection(fake_collector(0.002), rows.write, Ratio())
     with collection:
         while collection.env_steps < 64:
             owed = collection.updates_due(timeout=1.0)

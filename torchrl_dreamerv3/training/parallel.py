@@ -77,6 +77,7 @@ class SyncCollection:
         self.env_steps = int(env_steps)
         self.total_steps = total_steps
         self.updates = 0
+        self._pending = 0  # updates granted by the ratio, not finished yet
         self._episodes: deque = deque()
         self._iterator = None
 
@@ -120,14 +121,24 @@ class SyncCollection:
         if self._iterator is None:
             self.start()
         self.env_steps += self._consume(next(self._iterator))
-        return self.ratio(self.env_steps) if self.ready() else 0
+        owed = self.ratio(self.env_steps) if self.ready() else 0
+        self._pending += owed
+        return owed
 
     def update_done(self, count: int = 1) -> None:
+        self._pending = max(self._pending - count, 0)
         self.updates += count
+
+    def _return_pending(self) -> None:
+        """A loop interrupted mid-round: the ratio owes the unfinished updates again later."""
+        if self._pending:
+            self.ratio.prev -= self._pending / self.ratio.ratio
+            self._pending = 0
 
     @contextlib.contextmanager
     def pause(self):
-        """Nothing runs between batches in sync mode: the cut is consistent as it is."""
+        """Nothing runs between batches in sync mode; only unfinished updates go back to the ratio."""
+        self._return_pending()
         yield self
 
 
@@ -153,7 +164,6 @@ class ParallelCollection(SyncCollection):
                              f"({1.0 / ratio.ratio:g} env steps at this train ratio); the collector would wait forever")
         self.max_ahead = max_ahead
         self._cond = threading.Condition()
-        self._pending = 0  # updates granted by the ratio, not finished yet
         self._paused = self._parked = self._stopping = self._finished = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -233,9 +243,7 @@ class ParallelCollection(SyncCollection):
             self._cond.notify_all()
             while self._thread is not None and not self._parked:
                 self._cond.wait()
-            if self._pending:  # a loop interrupted mid-round: the ratio owes these again later
-                self.ratio.prev -= self._pending / self.ratio.ratio
-                self._pending = 0
+            self._return_pending()
         try:
             yield self
         finally:
