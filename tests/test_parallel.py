@@ -1,0 +1,182 @@
+"""Collection beside learning: the train ratio holds with a slow learner and with a slow collector,
+pause gives a consistent cut, errors and stops reach the loop."""
+import threading
+import time
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from torchrl_dreamerv3.training import TrainRatio
+from torchrl_dreamerv3.training.parallel import ParallelCollection, SyncCollection, episodes_in, use_parallel
+
+FRAMES = 8  # env steps per collected batch
+PER_UPDATE = 4  # env steps per update: TrainRatio(1, 1, 4)
+
+
+def fake_collector(delay: float = 0.0, batches: int | None = None):
+    """Batches of one stream, FRAMES steps each; an episode of length 5 ends at every 5th step."""
+    t = 0
+    while batches is None or t < batches * FRAMES:
+        time.sleep(delay)
+        steps = torch.arange(t, t + FRAMES)
+        t += FRAMES
+        yield TensorDict({"step": steps, "is_last": (steps % 5 == 4).unsqueeze(-1),
+                          "episode_reward": steps.float().unsqueeze(-1),
+                          "episode_length": torch.full((FRAMES, 1), 5)}, [FRAMES])
+
+
+class Ratio(TrainRatio):
+    """The run's ratio (one update per PER_UPDATE env steps) that remembers the step of its first call."""
+
+    def __init__(self):
+        super().__init__(1, 1, PER_UPDATE)
+        self.first = None
+
+    def __call__(self, step):
+        if self.prev is None:
+            self.first = step
+        return super().__call__(step)
+
+
+class Rows:
+    """A stand-in replay that counts the rows written, and what the learner had done at each write."""
+
+    def __init__(self):
+        self.rows, self.log, self.collection = 0, [], None
+
+    def write(self, batch):
+        self.rows += batch.numel()
+        self.log.append((self.rows, self.collection.updates))
+
+
+def run(collection, steps: int, update_time: float = 0.0, on_update=None):
+    with collection:
+        while collection.env_steps < steps:
+            for _ in range(collection.updates_due(timeout=1.0)):
+                time.sleep(update_time)
+                collection.update_done()
+                if on_update:
+                    on_update()
+
+
+def make(delay=0.0, max_ahead=16, **kwargs):
+    rows = Rows()
+    rows.collection = ParallelCollection(fake_collector(delay, **kwargs), rows.write, Ratio(), max_ahead=max_ahead)
+    return rows, rows.collection
+
+
+def test_a_slow_learner_holds_the_collector_back():
+    rows, collection = make(max_ahead=16)
+    run(collection, steps=320, update_time=0.003)
+    first = collection.ratio.first  # the first update is granted here, then one per PER_UPDATE env steps
+    ahead = [written - first - (updates - 1) * PER_UPDATE for written, updates in rows.log if written > first]
+    assert max(ahead) <= 16 + FRAMES, ahead
+    assert collection.updates >= 1 + (collection.env_steps - first - 16 - FRAMES) / PER_UPDATE
+
+
+def test_a_slow_collector_holds_the_learner_back():
+    rows, collection = make(delay=0.01)
+    checks = []
+    run(collection, steps=160, on_update=lambda: checks.append((collection.updates, collection.env_steps)))
+    first = collection.ratio.first
+    owed = [1 + (steps - first) // PER_UPDATE for _, steps in checks]
+    assert all(updates <= limit for (updates, _), limit in zip(checks, owed)), checks
+    assert collection.updates >= 1 + (collection.env_steps - first - FRAMES) // PER_UPDATE
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_pause_is_a_consistent_cut(parallel):
+    rows, collection = make(delay=0.002, max_ahead=10_000)
+    if not parallel:
+        rows.collection = collection = SyncCollection(fake_collector(0.002), rows.write, Ratio())
+    with collection:
+        while collection.env_steps < 64:
+            owed = collection.updates_due(timeout=1.0)
+            collection.update_done(min(owed, 1))  # an interrupted round: some granted updates left undone
+            with collection.pause():
+                before = (rows.rows, collection.env_steps)
+                time.sleep(0.01)  # the collector must not write meanwhile
+                assert before == (rows.rows, collection.env_steps) and rows.rows == collection.env_steps
+                ratio = collection.ratio
+                assert collection.updates == 1 + round((ratio.prev - ratio.first) * ratio.ratio)
+
+
+def test_collection_resumes_after_a_pause_and_stops():
+    rows, collection = make(max_ahead=10_000)
+    collection.start()
+    with collection.pause():
+        frozen = collection.env_steps
+    deadline = time.time() + 5
+    while collection.env_steps <= frozen and time.time() < deadline:
+        time.sleep(0.001)
+    assert collection.env_steps > frozen
+    collection.stop()
+    assert not collection._thread.is_alive()
+
+
+def test_a_collector_error_reaches_the_learner():
+    def write(batch):
+        raise FloatingPointError("NaN in the batch")
+
+    collection = ParallelCollection(fake_collector(), write, TrainRatio(1, 1, PER_UPDATE), max_ahead=16)
+    with pytest.raises(RuntimeError, match="collector thread failed") as caught:
+        for _ in range(3):  # the ratio's first call grants one update before any batch arrived
+            collection.updates_due(timeout=5.0)
+    assert isinstance(caught.value.__cause__, FloatingPointError)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_the_run_ends_at_total_steps_with_every_update_it_earned(parallel):
+    rows, ratio = Rows(), Ratio()
+    kwargs = dict(max_ahead=64) if parallel else {}
+    cls = ParallelCollection if parallel else SyncCollection
+    rows.collection = collection = cls(fake_collector(), rows.write, ratio, total_steps=100, **kwargs)
+    deadline = time.time() + 20
+    with collection:
+        while True:
+            assert time.time() < deadline, f"still collecting at {collection.env_steps} env steps"
+            owed = collection.updates_due(timeout=1.0)
+            for _ in range(owed):
+                time.sleep(0.001)
+                collection.update_done()
+            if not owed and collection.finished:
+                break
+    assert collection.env_steps == rows.rows == 104  # 13 batches: the one that crosses 100 is the last
+    assert collection.updates == 1 + (104 - ratio.first) // PER_UPDATE
+
+
+def test_max_ahead_below_one_update_is_refused():
+    with pytest.raises(ValueError, match="run.max_ahead=2"):
+        ParallelCollection(fake_collector(), lambda b: None, TrainRatio(1, 1, PER_UPDATE), max_ahead=2)
+
+
+def test_sync_collection_collects_one_batch_per_call_and_keeps_the_ratio():
+    rows = Rows()
+    rows.collection = collection = SyncCollection(fake_collector(), rows.write, Ratio())
+    owed = [collection.updates_due() for _ in range(4)]
+    assert owed == [1, 2, 2, 2] and rows.rows == collection.env_steps == 4 * FRAMES
+    assert collection.episodes() == [(4.0, 5), (9.0, 5), (14.0, 5), (19.0, 5), (24.0, 5), (29.0, 5)]
+
+
+def test_ready_delays_the_first_update():
+    rows, collection = make()
+    collection.ready = lambda: collection.env_steps >= 40
+    with collection:
+        assert collection.updates_due(timeout=5.0) == 1
+        assert collection.env_steps >= 40
+
+
+def test_episodes_in_a_batch_of_streams():
+    batch = TensorDict({"is_last": torch.tensor([[[False], [True]], [[True], [False]]]),
+                        "episode_reward": torch.tensor([[[0.0], [3.0]], [[7.0], [0.0]]]),
+                        "episode_length": torch.tensor([[[1], [2]], [[9], [0]]])}, [2, 2])
+    assert episodes_in(batch) == [(3.0, 2), (7.0, 9)]
+
+
+@pytest.mark.parametrize("setting, cuda, expected", [("auto", True, True), ("auto", False, False),
+                                                      (True, False, True), (False, True, False)])
+def test_use_parallel(setting, cuda, expected):
+    assert use_parallel(setting, torch.device("cuda" if cuda else "cpu")) is expected
+    with pytest.raises(ValueError, match="run.async_collect"):
+        use_parallel("sometimes", torch.device("cpu"))
