@@ -1,21 +1,23 @@
 """The training loop of every run, read top to bottom in :func:`train`.
 
-    run = start_run(cfg)                          # env, agent, learner, replay, collector (resumed if asked)
-    for batch in run.collector:                   # run.envs x run.steps_per_collect env steps
-        record(run, batch)                        # episode returns, counters, replay.extend
-        train_at_ratio(run)                       # the updates the train ratio owes: sample a window,
-                                                  # learner.update, write the posterior latents back
-        log, report, evaluate, checkpoint         # each on its own cadence; SIGINT/SIGTERM save and stop
+    run = start_run(cfg)                       # env, agent, learner, replay, collection (resumed if asked)
+    with run.collection:                       # sync: collect, then train; parallel: a collector thread
+        while not finished:
+            train_at_ratio(run)                # the updates the train ratio owes: sample a window,
+                                               # learner.update, write the posterior latents back
+            record_episodes(run)               # returns and counters of the steps collected meanwhile
+            log, report, evaluate, checkpoint  # each on its own cadence; SIGINT/SIGTERM save and stop
 
-Each step is a small function below; the pieces they call live in :mod:`.run` (construction),
-:mod:`.learner` (one update), :mod:`.checkpoint`, :mod:`.evaluation` and :mod:`.report`.
+The collection (:mod:`.parallel`) writes every collected batch into the replay and owns the train
+ratio: in sync mode ``updates_due`` collects one batch first; in parallel mode it waits until the ratio
+owes an update while a thread collects. Each step is a small function below; construction is in
+:mod:`.run`, one update in :mod:`.learner`, the replay in :mod:`.replay_buffer`.
 """
 from __future__ import annotations
 
 import time
 
 from omegaconf import DictConfig
-from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 from .checkpoint import save_checkpoint
@@ -23,7 +25,6 @@ from .environment import EnvFactory, make_eval_env
 from .evaluation import evaluate
 from .report import open_loop_report
 from .run import Run, start_run
-from .setup import REPLAY_KEYS
 from .signals import StopRequest
 
 __all__ = ["train"]
@@ -42,14 +43,14 @@ def train(cfg: DictConfig, env_fn: EnvFactory | None = None,
             agent's own actor.
     """
     run = start_run(cfg, env_fn=env_fn, behaviour_actor=behaviour_actor)
-    with StopRequest() as stop:
-        for batch in run.collector:
-            record(run, batch)
-            train_at_ratio(run, stop)
+    with StopRequest() as stop, run.collection:
+        while True:
+            owed = train_at_ratio(run, stop)
+            record_episodes(run)
             log_progress(run)
             report_open_loop(run)
             evaluate_on_cadence(run)
-            done = run.env_steps >= cfg.run.steps
+            done = not owed and run.collection.finished
             if stop.requested or done or time.time() - run.clock["save"] >= cfg.run.save_every:
                 save(run)
             if stop.requested or done:
@@ -57,51 +58,36 @@ def train(cfg: DictConfig, env_fn: EnvFactory | None = None,
     return finish(run)
 
 
-def record(run: Run, batch: TensorDictBase) -> None:
-    """Episode returns of the batch, the env-step counter, and the rows into the replay."""
-    batch = batch if batch.batch_dims == 2 else batch.unsqueeze(0)  # (envs, time)
-    finished = batch["is_last"].squeeze(-1)
-    episodes = zip(batch["episode_reward"].squeeze(-1)[finished].tolist(),
-                   batch["episode_length"].squeeze(-1)[finished].tolist())
-    for value, length in episodes:
-        run.counters["episodes"] += 1
-        run.last_return = value
-        run.logger.log_episode(run.env_steps, value, length)
-    run.replay.extend(batch.select(*run.agent.obs_keys, *REPLAY_KEYS))
-    run.counters["env_steps"] += batch.numel()
-    run.progress.advance(batch.numel())
-
-
-def _replay_ready(run: Run) -> bool:
-    cfg = run.cfg
-    filled = len(run.replay) >= cfg.batch_size * cfg.batch_length
-    return filled and len(run.replay) // cfg.run.envs > cfg.batch_length + 1 and run.env_steps >= run.prefill
-
-
-def train_at_ratio(run: Run, stop: StopRequest) -> None:
-    """Runs the updates the train ratio owes for the env steps so far; a stop request ends the round early."""
-    if not _replay_ready(run):
-        return
-    owed = run.ratio(run.env_steps)
-    for done in range(1, owed + 1):
+def train_at_ratio(run: Run, stop: StopRequest) -> int:
+    """Runs the updates the train ratio owes (sync: after collecting one batch); a stop request ends the
+    round early, and the updates not run stay owed."""
+    owed = run.collection.updates_due(timeout=1.0)
+    for _ in range(owed):
         train_step(run)
+        run.collection.update_done()
         if stop.requested:
-            run.ratio.refund(owed - done)  # updates counted but not run stay owed
             break
     if owed:
         run.progress.training_step(run.counters)
+    return owed
 
 
 def train_step(run: Run) -> None:
     """One update on a replay window; the recomputed posterior latents go back into the replay."""
-    batch_size = run.cfg.batch_size
     window, info = run.replay.sample(return_info=True)
-    window = window.reshape(batch_size, -1).to(run.device)
-    run.metrics, latents = run.learner.update(window)
-    index = tuple(i.reshape(batch_size, -1)[:, 1:].reshape(-1) for i in info["index"])
-    # write back without moving the write cursor, which the sampler uses as the data end
-    run.replay.storage.set(index, latents.reshape(-1).to("cpu"), set_cursor=False)
+    run.metrics, latents = run.learner.update(window.reshape(run.cfg.batch_size, -1).to(run.device))
+    run.replay.write_back(info, latents.reshape(run.cfg.batch_size, -1))
     run.counters["updates"] += 1
+
+
+def record_episodes(run: Run) -> None:
+    """Episode returns finished since the last call, and the env steps collected."""
+    for value, length in run.collection.episodes():
+        run.counters["episodes"] += 1
+        run.last_return = value
+        run.logger.log_episode(run.env_steps, value, length)
+    run.progress.advance(run.collection.env_steps - run.env_steps)
+    run.counters["env_steps"] = run.collection.env_steps
 
 
 def log_progress(run: Run) -> None:
@@ -120,8 +106,7 @@ def report_open_loop(run: Run, force: bool = False) -> None:
     due = time.time() - run.clock["report"] >= run.cfg.run.report_every
     if run.metrics is None or not run.image_keys or not (due or force):
         return
-    cfg = run.cfg
-    window = run.replay.sample().reshape(cfg.batch_size, -1)[: min(4, cfg.batch_size)].to(run.device)
+    window = run.replay.sample_uniform(min(4, run.cfg.batch_size)).to(run.device)
     video, scores = open_loop_report(run.agent, window)
     run.logger.log_scalars(scores, run.env_steps, "report")
     run.logger.log_video("openloop", video, run.env_steps)
@@ -133,20 +118,24 @@ def evaluate_on_cadence(run: Run) -> None:
     if not cfg.run.eval_every or run.env_steps - run.clock["eval_step"] < cfg.run.eval_every:
         return
     env = make_eval_env(run.make_env, cfg.seed, run.agent)
-    returns = evaluate(env, run.eval_policy, cfg.run.eval_eps, deterministic=run.deterministic_eval)
+    with run.collection.pause():  # the exploration type is process-wide: the collector must not act meanwhile
+        returns = evaluate(env, run.eval_policy, cfg.run.eval_eps, deterministic=run.deterministic_eval)
     run.logger.log_scalars({"return": sum(returns) / len(returns)}, run.env_steps, "eval")
     run.clock["eval_step"] = run.env_steps
 
 
 def save(run: Run) -> None:
-    save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
-                    replay=run.replay if run.cfg.checkpoint.replay else None)
+    """A consistent cut: collection paused, so replay rows == env steps counted and the ratio matches."""
+    with run.collection.pause():
+        record_episodes(run)
+        save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
+                        replay=run.replay if run.cfg.checkpoint.replay else None)
     run.logger.plot_returns(title=f"DreamerV3 {run.cfg.env.get('name', 'custom')}")
     run.clock["save"] = time.time()
 
 
 def finish(run: Run) -> dict:
-    run.collector.shutdown()
+    run.collector.shutdown()  # the collection's thread has ended with the with-block
     run.progress.close()
     if run.metrics is not None:
         run.logger.log_scalars(run.metrics, run.env_steps, "train")

@@ -132,7 +132,7 @@ class SyncCollection:
     def _return_pending(self) -> None:
         """A loop interrupted mid-round: the ratio owes the unfinished updates again later."""
         if self._pending:
-            self.ratio.prev -= self._pending / self.ratio.ratio
+            self.ratio.refund(self._pending)
             self._pending = 0
 
     @contextlib.contextmanager

@@ -16,14 +16,16 @@ from .checkpoint import load_checkpoint
 from .environment import EnvFactory, env_factory, make_collector, make_train_env
 from .learner import DreamerV3Learner
 from .logging import MetricLogger, make_logger
+from .parallel import ParallelCollection, SyncCollection, use_parallel
 from .progress import Progress
 from .ratio import TrainRatio
+from .replay_buffer import make_replay
 from .report import read_returns_csv
 from .setup import (
+    REPLAY_KEYS,
     check_resume_config,
     make_agent,
     make_learner,
-    make_replay,
     resolve_device,
     resolve_size,
     unbatched_action_spec,
@@ -49,6 +51,7 @@ class Run:
     ratio: TrainRatio
     logger: MetricLogger
     collector: object = None
+    collection: SyncCollection | None = None
     progress: Progress | None = None
     counters: dict = field(default_factory=lambda: dict(env_steps=0, updates=0, episodes=0))
     prefill: int = 0
@@ -134,6 +137,26 @@ def _announce(run: Run, size: str, note: str | None) -> None:
     run.logger.log_hparams(OmegaConf.to_container(cfg, resolve=True))
 
 
+def _replay_ready(run: Run) -> bool:
+    """Training starts once the replay holds a batch of windows and the prefill is done."""
+    cfg, rows = run.cfg, len(run.replay)
+    filled = rows >= cfg.batch_size * cfg.batch_length and rows // cfg.run.envs > cfg.batch_length + 1
+    return filled and run.collection.env_steps >= run.prefill
+
+
+def _make_collection(run: Run) -> SyncCollection:
+    """Collect-then-train (sync) or a collector thread beside the learner (``run.async_collect``)."""
+    cfg, keys = run.cfg, (*run.agent.obs_keys, *REPLAY_KEYS)
+
+    def write(batch):  # (envs, time); in parallel mode this runs in the collector's thread
+        run.replay.extend(batch.select(*keys))
+
+    kwargs = dict(ready=lambda: _replay_ready(run), env_steps=run.env_steps, total_steps=int(cfg.run.steps))
+    if use_parallel(cfg.run.get("async_collect", "auto"), run.device):
+        return ParallelCollection(run.collector, write, run.ratio, max_ahead=int(cfg.run.max_ahead), **kwargs)
+    return SyncCollection(run.collector, write, run.ratio, **kwargs)
+
+
 _SPEED_HINT = ("Faster: size=debug, a smaller run.train_ratio, or a GPU; the paper's setting: size=size200m on a GPU.")
 
 
@@ -161,6 +184,7 @@ def start_run(cfg: DictConfig, env_fn: EnvFactory | None = None,
     _start_prefill(run, env)
     _announce(run, size, note)
     run.collector = make_collector(cfg, run.make_env, env, run.policy, device)
+    run.collection = _make_collection(run)
     run.progress = Progress(int(cfg.run.steps), run.counters, estimate_after=cfg.run.get("estimate_after", 60),
                             hint=_SPEED_HINT)
     now = time.time()
