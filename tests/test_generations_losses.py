@@ -16,13 +16,13 @@ from torchrl.modules import OneHotCategorical, ProbabilisticActor
 
 from torchrl_dreamerv3.modules import DreamerKeys, DreamerV3Policy, make_dreamerv3, model_config
 from torchrl_dreamerv3.objectives import (
+    ActorLoss,
     DreamerV1ActorLoss,
     DreamerV1ValueLoss,
     DreamerV1WorldModelLoss,
     DreamerV2ActorLoss,
     DreamerV2ValueLoss,
     DreamerV2WorldModelLoss,
-    ActorLoss,
     ValueLoss,
     WorldModelLoss,
 )
