@@ -546,3 +546,31 @@ def test_tanh_reward_transform_changes_only_the_reward_target():
     torch.testing.assert_close(tanh["loss_rec"], plain["loss_rec"])
     with pytest.raises(ValueError, match="unknown reward_transform 'clip'"):
         DreamerV2WorldModelLoss(_FixedWorldModel(out), [], reward_transform="clip")
+
+
+def test_the_losses_compute_with_the_pinned_functional_pieces(monkeypatch):
+    """The V1/V2 math that test_v1v2_math pins (v1_actor_loss, v2_actor_loss, critic_loss_v1v2, discount_target)
+    is what the loss classes run: no second inline copy."""
+    import torchrl_dreamerv3.objectives.dreamerv1 as v1
+    import torchrl_dreamerv3.objectives.dreamerv2 as v2
+    import torchrl_dreamerv3.objectives.v1v2 as shared
+
+    calls = []
+
+    def recording(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in ((v1, "v1_actor_loss"), (v2, "v2_actor_loss"), (shared, "critic_loss_v1v2"),
+                         (shared, "discount_target"), (shared, "imagination_targets_v1v2")):
+        recording(module, name)
+    for generation, spec in (("dreamerv1", Bounded(-1, 1, (2,))), ("dreamerv2", OneHot(3))):
+        agent, learner = _learner(generation, spec)
+        learner.update(_window(agent, VEC))
+    assert calls.count("v1_actor_loss") == 1 and calls.count("v2_actor_loss") == 1
+    assert calls.count("critic_loss_v1v2") == 2 and calls.count("imagination_targets_v1v2") == 2
+    assert calls.count("discount_target") == 1  # V2's discount head; V1 has none
