@@ -23,6 +23,7 @@ from ..objectives import (
     ValueLoss,
     WorldModelLoss,
 )
+from ..objectives.common import check_choice
 
 __all__ = ["GenerationSpec", "GENERATION_SPECS", "GRAD_HEADS", "get_generation", "generation_spec",
            "resolve_switches"]
@@ -83,6 +84,10 @@ _V2_SWITCHES = dict(
 )
 
 
+_V1_LOSSES = (DreamerV1WorldModelLoss, DreamerV1ActorLoss, DreamerV1ValueLoss)
+_V2_LOSSES = (DreamerV2WorldModelLoss, DreamerV2ActorLoss, DreamerV2ValueLoss)
+
+
 def _build_v3(m, kw: dict) -> tuple:
     """DreamerV3's losses on the agent ``m`` with the per-loss keyword groups ``kw``."""
     value = ValueLoss(m.critic, **kw.get("value", {}))
@@ -102,20 +107,35 @@ def _stop_grad_heads(m, cont_head: bool, grad_heads) -> list:
     return [h for name, h in heads.items() if name not in grad_heads and h is not None]
 
 
-def _v1v2_builder(world_model_cls, actor_cls, value_cls) -> Callable:
-    def build(m, kw: dict) -> tuple:
-        cont_head = getattr(m.cfg, "cont_head", True)
-        wm_kwargs = dict(kw.get("world_model", {}))
-        stop = _stop_grad_heads(m, cont_head, wm_kwargs.pop("grad_heads", None))
-        value = value_cls(m.critic, **kw.get("value", {}))
-        actor_kwargs = dict(kw.get("actor", {}))
-        if actor_cls is DreamerV2ActorLoss and actor_kwargs.pop("critic_for_targets", "slow") == "slow":
-            actor_kwargs.setdefault("target_critic", value.slow_critic)
-        defaults = dict(unimix=m.cfg.unimix, latent=m.cfg.latent, cont=cont_head, stop_grad_heads=stop)
-        world_model = world_model_cls(m.world_model, m.obs_keys, **dict(defaults, **wm_kwargs))
-        actor = actor_cls(m.actor, m.critic, m.reward, m.cont if cont_head else None, m.imagine_step, **actor_kwargs)
-        return world_model, actor, value
-    return build
+def _build_v1v2(m, kw: dict, classes: tuple, actor_options: Callable[[Any, dict], dict]) -> tuple:
+    """The V1/V2 losses ``classes`` on the agent ``m``; ``actor_options(value_loss, actor_kwargs)`` adds the
+    generation's own actor arguments."""
+    world_model_cls, actor_cls, value_cls = classes
+    cont_head = getattr(m.cfg, "cont_head", True)
+    wm_kwargs = dict(kw.get("world_model", {}))
+    stop = _stop_grad_heads(m, cont_head, wm_kwargs.pop("grad_heads", None))
+    value = value_cls(m.critic, **kw.get("value", {}))
+    actor_kwargs = actor_options(value, dict(kw.get("actor", {})))
+    defaults = dict(unimix=m.cfg.unimix, latent=m.cfg.latent, cont=cont_head, stop_grad_heads=stop)
+    world_model = world_model_cls(m.world_model, m.obs_keys, **dict(defaults, **wm_kwargs))
+    actor = actor_cls(m.actor, m.critic, m.reward, m.cont if cont_head else None, m.imagine_step, **actor_kwargs)
+    return world_model, actor, value
+
+
+def _v2_actor_options(value_loss, actor_kwargs: dict) -> dict:
+    """``critic_for_targets`` (``slow``, the default, or ``online``) as the actor's ``target_critic``."""
+    targets = check_choice("critic_for_targets", actor_kwargs.pop("critic_for_targets", "slow"), ("slow", "online"))
+    if targets == "slow":
+        actor_kwargs.setdefault("target_critic", value_loss.slow_critic)
+    return actor_kwargs
+
+
+def _build_v1(m, kw: dict) -> tuple:
+    return _build_v1v2(m, kw, _V1_LOSSES, lambda value_loss, actor_kwargs: actor_kwargs)
+
+
+def _build_v2(m, kw: dict) -> tuple:
+    return _build_v1v2(m, kw, _V2_LOSSES, _v2_actor_options)
 
 
 def _common_config(cfg) -> dict:
@@ -184,9 +204,7 @@ class GenerationSpec:
         return self.optimizer == "adam3"
 
 
-_V1_LOSSES = (DreamerV1WorldModelLoss, DreamerV1ActorLoss, DreamerV1ValueLoss)
-_V2_LOSSES = (DreamerV2WorldModelLoss, DreamerV2ActorLoss, DreamerV2ValueLoss)
-_V2 = dict(loss_classes=_V2_LOSSES, build_losses=_v1v2_builder(*_V2_LOSSES), loss_config=_v2_config,
+_V2 = dict(loss_classes=_V2_LOSSES, build_losses=_build_v2, loss_config=_v2_config,
            optimizer="adam3", critic_target="hard", context="first", eval_deterministic=True, expl_noise=0.0,
            switches=_V2_SWITCHES, fixed=_V2_FIXED)
 GENERATION_SPECS: dict[str, GenerationSpec] = {
@@ -194,7 +212,7 @@ GENERATION_SPECS: dict[str, GenerationSpec] = {
         "dreamerv3", "dreamerv3", (WorldModelLoss, ActorLoss, ValueLoss), _build_v3, _v3_config, optimizer="laprop",
         critic_target="ema", context="replay", eval_deterministic=False, expl_noise=0.0, fixed=_V3_FIXED),
     "dreamerv1": GenerationSpec(
-        "dreamerv1", "dreamerv1", _V1_LOSSES, _v1v2_builder(*_V1_LOSSES), _v1v2_config, optimizer="adam3",
+        "dreamerv1", "dreamerv1", _V1_LOSSES, _build_v1, _v1v2_config, optimizer="adam3",
         critic_target="online", context="zero", eval_deterministic=True, expl_noise=0.3, switches=_V1V2_SWITCHES,
         fixed=_V1_FIXED),
     "dreamerv2": GenerationSpec("dreamerv2", "dreamerv2", **_V2),
