@@ -1,7 +1,8 @@
-"""DreamerV1/V2 as switches of the losses, learner, replay split and configs (issue 7; SPEC_V1_V2 §9 values).
+"""DreamerV1/V2 losses, learner, replay split and configs (issues 7 and 12; SPEC_V1_V2 §9 values).
 
 Stand-in world models make the reference numbers exact; tiny V1/V2 agents check where gradients go.
-The defaults of every switch are DreamerV3, checked against the unchanged V3 tests and below.
+DreamerV1/V2 have loss classes of their own (objectives/dreamerv1.py, dreamerv2.py); the learner builds
+a generation from its registry entry (training/generations.py), DreamerV3 by default.
 """
 import math
 
@@ -14,7 +15,17 @@ from torchrl.data import Bounded, OneHot
 from torchrl.modules import OneHotCategorical, ProbabilisticActor
 
 from torchrl_dreamerv3.modules import DreamerKeys, DreamerV3Policy, make_dreamerv3, model_config
-from torchrl_dreamerv3.objectives import ActorLoss, ValueLoss, WorldModelLoss
+from torchrl_dreamerv3.objectives import (
+    ActorLoss,
+    DreamerV1ActorLoss,
+    DreamerV1ValueLoss,
+    DreamerV1WorldModelLoss,
+    DreamerV2ActorLoss,
+    DreamerV2ValueLoss,
+    DreamerV2WorldModelLoss,
+    ValueLoss,
+    WorldModelLoss,
+)
 from torchrl_dreamerv3.optim import GroupAdam
 from torchrl_dreamerv3.replay import split_context
 from torchrl_dreamerv3.training import DreamerV3Learner
@@ -62,8 +73,8 @@ def test_v1_joint_gaussian_kl_free_nats_after_the_batch_mean():
     std = torch.tensor([[[1.0, 0.5], [1.0, 1.0]]], requires_grad=True)
     post = torch.stack([mean, std], -1)
     prior = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)], -1)
-    loss = WorldModelLoss(_Writes(_wm_outputs(post, prior, 1, 2)), ["v"], kl="joint", latent="gaussian", free_nats=3.0,
-                          head_dist="normal", cont=False, rec_loss="gaussian")
+    loss = DreamerV1WorldModelLoss(_Writes(_wm_outputs(post, prior, 1, 2)), ["v"], latent="gaussian", free_nats=3.0,
+                                   cont=False)
     out = loss(_wm_data(1, 2))
     assert set(out.keys()) == {"loss_rec", "loss_rew", "loss_kl", "prior_entropy", "post_entropy", "kl", "rec_v"}
     torch.testing.assert_close(out["kl"], torch.tensor((0.943147 + 4.0) / 2), atol=1e-5, rtol=0)
@@ -78,8 +89,8 @@ def test_v2_balanced_categorical_kl_values_and_gradients():
     """SPEC_V1_V2 §9.2: loss = KL = 0.740483; the prior gets 0.8 (p - q), the posterior 0.2 of the gradient."""
     post = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]]).reshape(1, 1, 2, 3).requires_grad_()
     prior = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]).reshape(1, 1, 2, 3).requires_grad_()
-    loss = WorldModelLoss(_Writes(_wm_outputs(post, prior, 1, 1)), ["v"], kl="balanced", kl_balance=0.8, free_nats=0.0,
-                          unimix=0.0, head_dist="normal")
+    loss = DreamerV2WorldModelLoss(_Writes(_wm_outputs(post, prior, 1, 1)), ["v"], kl_balance=0.8, free_nats=0.0,
+                                   unimix=0.0)
     out = loss(_wm_data(1, 1))
     torch.testing.assert_close(out["loss_kl"], torch.tensor(0.740483), atol=1e-5, rtol=0)
     out["loss_kl"].backward()
@@ -89,8 +100,8 @@ def test_v2_balanced_categorical_kl_values_and_gradients():
         [[0.056517, -0.028154, -0.028363], [-0.088889, 0.044444, 0.044444]]), atol=1e-5, rtol=0)
     # free 1.0 on the batch mean: the constant 1.0 and no gradient (KL < 1)
     post.grad = prior.grad = None
-    clamped = WorldModelLoss(_Writes(_wm_outputs(post, prior, 1, 1)), ["v"], kl="balanced", free_nats=1.0, unimix=0.0,
-                             head_dist="normal")(_wm_data(1, 1))["loss_kl"]
+    clamped = DreamerV2WorldModelLoss(_Writes(_wm_outputs(post, prior, 1, 1)), ["v"], free_nats=1.0,
+                                      unimix=0.0)(_wm_data(1, 1))["loss_kl"]
     clamped.backward()
     assert clamped.item() == 1.0 and post.grad.abs().sum() == 0 and prior.grad.abs().sum() == 0
 
@@ -110,8 +121,7 @@ def test_v1v2_reconstruction_reward_and_discount_terms():
     outputs = {**_wm_outputs(post, post.clone(), B, T), ("reco", "img"): reco_img, ("reco", "vec"): reco_vec,
                "reward_logits": reward_mean, "cont_logits": cont_logits}
     data = TensorDict({"img": img, "vec": vec, "reward": reward, "is_terminal": terminal}, [B, T])
-    loss = WorldModelLoss(_Writes(outputs), ["img", "vec"], kl="balanced", rec_loss="gaussian", head_dist="normal",
-                          gamma=0.999, con=5.0, unimix=0.0, free_nats=0.0)
+    loss = DreamerV2WorldModelLoss(_Writes(outputs), ["img", "vec"], gamma=0.999, con=5.0, unimix=0.0, free_nats=0.0)
     out = loss(data)
     rec = 0.5 * ((reco_img - (img / 255.0 - 0.5)) ** 2).sum((-3, -2, -1)) + 0.5 * ((reco_vec - vec) ** 2).sum(-1)
     torch.testing.assert_close(out["loss_rec"], rec.mean())
@@ -127,8 +137,7 @@ def test_grad_heads_detach_the_features_of_the_other_heads():
     agent = _agent("dreamerv2", OneHot(3))
     data = split_context(_window(agent, VEC), context="first")
     for stop, reaches in (([], True), ([agent.reward], False)):
-        loss = WorldModelLoss(agent.world_model, agent.obs_keys, kl="balanced", rec_loss="gaussian",
-                              head_dist="normal", unimix=0.0, stop_grad_heads=stop)
+        loss = DreamerV2WorldModelLoss(agent.world_model, agent.obs_keys, unimix=0.0, stop_grad_heads=stop)
         agent.zero_grad(set_to_none=True)
         out = loss(data.clone())
         out["loss_rew"].backward()
@@ -197,9 +206,7 @@ def test_v1_returns_actor_and_value_losses_match_spec_9_3():
     step = TensorDictModule(_Step(), in_keys=[*STATE, "action"], out_keys=[*STATE, "prior_logits"])
     reward = _module(_Table([0.0, 1, 2, 3, 4]), ["reward_logits", "reward_pred"])
     critic = _module(_Table([0.0, 10, 20, 30, 40]), ["value_logits", "state_value"])
-    actor_loss = ActorLoss(_actor(), critic, reward, None, step, horizon=4, return_indexing="reward_at_state",
-                           imag_includes_start=False, gamma=0.99, actor_grad="dynamics", return_norm="none",
-                           entropy_coef=0.0)
+    actor_loss = DreamerV1ActorLoss(_actor(), critic, reward, None, step, horizon=4, gamma=0.99, entropy_coef=0.0)
     data = _starts()
     out = actor_loss(data)
     imagined = data["imagined"]
@@ -207,7 +214,7 @@ def test_v1_returns_actor_and_value_losses_match_spec_9_3():
     torch.testing.assert_close(imagined["return"][0, 0, :3], torch.tensor([42.949057, 43.550300, 42.600000]))
     torch.testing.assert_close(imagined["weight"][0, 0, :3], torch.tensor([1.0, 0.99, 0.9801]))
     torch.testing.assert_close(out["loss_policy"], torch.tensor(-42.605371))
-    value = ValueLoss(critic, head_dist="normal", slow_critic=False)(data)
+    value = DreamerV1ValueLoss(critic)(data)
     assert set(value.keys()) == {"loss_value", "value_pred"}
     torch.testing.assert_close(value["loss_value"], torch.tensor(298.385251))
 
@@ -225,10 +232,9 @@ def test_v2_targets_weights_and_losses_match_spec_9_4(actor_grad):
     step, reward, cont, critic = _v2_world()
     slow = _module(_Table([5.0, 6, 7, 8]), ["value_logits", "state_value"])
     actor = _actor()
-    loss = ActorLoss(actor, _module(_Table([0.0] * 4), ["value_logits", "state_value"]), reward, cont, step,
-                     horizon=3, return_indexing="reward_at_state", gamma=0.999, first_discount_from_data=True,
-                     actor_grad=actor_grad, critic_for_targets="slow", target_critic=slow, return_norm="none",
-                     entropy_coef=1e-3)
+    loss = DreamerV2ActorLoss(actor, _module(_Table([0.0] * 4), ["value_logits", "state_value"]), reward, cont, step,
+                              horizon=3, gamma=0.999, first_discount_from_data=True, actor_grad=actor_grad,
+                              target_critic=slow, entropy_coef=1e-3)
     data = _starts()
     out = loss(data)
     target = torch.tensor([3.881977, 3.247750, 2.0])
@@ -249,8 +255,8 @@ def test_v2_targets_weights_and_losses_match_spec_9_4(actor_grad):
     out["loss_policy"].backward()
     assert actor.module[0].module.logits.grad is not None  # REINFORCE reaches the logits; dynamics through nothing here
     # critic loss with the online critic equal to the slow one: 5.627884 (§9.4)
-    torch.testing.assert_close(ValueLoss(critic, head_dist="normal", slow_critic=False)(data)["loss_value"],
-                               torch.tensor(5.627884))
+    torch.testing.assert_close(DreamerV1ValueLoss(critic)(data)["loss_value"], torch.tensor(5.627884))
+    torch.testing.assert_close(DreamerV2ValueLoss(critic)(data)["loss_value"], torch.tensor(5.627884))
 
 
 def test_v2_reinforce_reference_number_with_given_log_probs():
@@ -277,9 +283,8 @@ def test_v1_dynamics_backprop_reaches_the_actor_through_the_world_model():
     agent = _agent("dreamerv1", Bounded(-1, 1, (2,)))
     data = split_context(_window(agent, VEC), context="zero")
     agent.world_model(data)
-    loss = ActorLoss(agent.actor, agent.critic, agent.reward, None, agent.imagine_step, horizon=3,
-                     return_indexing="reward_at_state", imag_includes_start=False, gamma=0.99, actor_grad="dynamics",
-                     return_norm="none", entropy_coef=0.0)
+    loss = DreamerV1ActorLoss(agent.actor, agent.critic, agent.reward, None, agent.imagine_step, horizon=3,
+                              gamma=0.99, entropy_coef=0.0)
     agent.zero_grad(set_to_none=True)
     loss(data)["loss_policy"].backward()
     assert _nonzero(agent.actor) and _nonzero(agent.rssm) and _nonzero(agent.reward) and _nonzero(agent.critic)
@@ -291,9 +296,8 @@ def test_v2_reinforce_stops_action_gradients_and_both_keeps_them():
     data = split_context(_window(agent, VEC), context="first")
     agent.world_model(data)
     for actor_grad, through_model in (("reinforce", False), ("both", True)):
-        loss = ActorLoss(agent.actor, agent.critic, agent.reward, agent.cont, agent.imagine_step, horizon=3,
-                         return_indexing="reward_at_state", gamma=0.999, first_discount_from_data=True,
-                         actor_grad=actor_grad, return_norm="none", entropy_coef=1e-3)
+        loss = DreamerV2ActorLoss(agent.actor, agent.critic, agent.reward, agent.cont, agent.imagine_step, horizon=3,
+                                  gamma=0.999, first_discount_from_data=True, actor_grad=actor_grad, entropy_coef=1e-3)
         agent.zero_grad(set_to_none=True)
         td = data.clone()
         loss(td)["loss_policy"].backward()
@@ -305,20 +309,17 @@ def test_v2_reinforce_stops_action_gradients_and_both_keeps_them():
 def _learner(generation, spec, **kwargs):
     agent = _agent(generation, spec)
     opt = dict(model_lr=1e-3, actor_lr=1e-3, critic_lr=1e-3, eps=1e-5, clip=100.0, weight_decay=1e-6)
-    return agent, DreamerV3Learner(agent, optimizer="adam3", opt_kwargs=opt, **kwargs)
+    return agent, DreamerV3Learner(agent, generation=generation, opt_kwargs=opt, **kwargs)
 
 
-V1_LOSSES = {"world_model": dict(kl="joint", free_nats=3.0, rec_loss="gaussian"),
-             "actor": dict(return_indexing="reward_at_state", imag_includes_start=False, gamma=0.99, horizon=3,
-                           actor_grad="dynamics", return_norm="none", entropy_coef=0.0)}
+V1_LOSSES = {"world_model": dict(free_nats=3.0), "actor": dict(gamma=0.99, horizon=3, entropy_coef=0.0)}
 
 
 def test_adam3_gives_the_actor_loss_gradient_to_the_actor_only():
     """With every world-model scale 0, the world model's grads stay zero although the actor backprops through it."""
     losses = {"world_model": dict(V1_LOSSES["world_model"], rec=0.0, rew=0.0, kl_scale=0.0),
               "actor": V1_LOSSES["actor"], "value": dict(value=0.0)}
-    agent, learner = _learner("dreamerv1", Bounded(-1, 1, (2,)), loss_kwargs=losses, critic_target="online",
-                              context="zero")
+    agent, learner = _learner("dreamerv1", Bounded(-1, 1, (2,)), loss_kwargs=losses)
     before = {k: v.detach().clone() for k, v in agent.state_dict().items()}
     metrics, latents = learner.update(_window(agent, VEC))
     groups = learner.param_groups()
@@ -348,10 +349,7 @@ def test_group_adam_decoupled_weight_decay_is_not_lr_scaled():
 
 
 def test_hard_critic_copy_at_update_0_and_every_interval():
-    agent, learner = _learner("dreamerv2", OneHot(3), critic_target="hard", hard_interval=3,
-                              loss_kwargs={"world_model": dict(kl="balanced", rec_loss="gaussian"),
-                                           "actor": dict(return_indexing="reward_at_state", gamma=0.999,
-                                                         critic_for_targets="slow", return_norm="none")})
+    agent, learner = _learner("dreamerv2", OneHot(3), hard_interval=3, loss_kwargs={"actor": dict(gamma=0.999)})
     slow = learner.value_loss.target_critic_network_params
     online = learner.value_loss.critic_network_params
     copied = []
@@ -370,14 +368,13 @@ def test_hard_critic_copy_at_update_0_and_every_interval():
                                               ("dreamerv2", Bounded(-1, 1, (2,)))])
 def test_v1_v2_learner_updates_run_and_keep_no_graph(generation, spec):
     if generation == "dreamerv1":
-        agent, learner = _learner(generation, spec, loss_kwargs=V1_LOSSES, critic_target="online", context="zero")
+        agent, learner = _learner(generation, spec, loss_kwargs=V1_LOSSES)
     else:
-        losses = {"world_model": dict(kl="balanced", rec_loss="gaussian", gamma=0.999, con=5.0, kl_scale=0.1,
-                                      grad_heads=["decoder", "reward", "cont"]),
-                  "actor": dict(return_indexing="reward_at_state", gamma=0.999, first_discount_from_data=True,
+        losses = {"world_model": dict(gamma=0.999, con=5.0, kl_scale=0.1, grad_heads=["decoder", "reward", "cont"]),
+                  "actor": dict(gamma=0.999, first_discount_from_data=True,
                                 actor_grad="reinforce" if isinstance(spec, OneHot) else "dynamics", horizon=3,
-                                critic_for_targets="slow", return_norm="none", entropy_coef=1e-3)}
-        agent, learner = _learner(generation, spec, loss_kwargs=losses, critic_target="hard", context="first")
+                                critic_for_targets="slow", entropy_coef=1e-3)}
+        agent, learner = _learner(generation, spec, loss_kwargs=losses)
     for seed in range(2):
         metrics, latents = learner.update(_window(agent, VEC, seed=seed))
     assert all(torch.isfinite(v).all() and v.grad_fn is None for v in metrics.values())
@@ -386,14 +383,13 @@ def test_v1_v2_learner_updates_run_and_keep_no_graph(generation, spec):
 
 # ---------------------------------------------------------------- defaults are DreamerV3
 
-def test_explicit_v3_switches_give_the_default_numbers():
+def test_explicit_v3_generation_gives_the_default_numbers():
+    """Selecting DreamerV3 by name or by its registry entry builds exactly the default learner."""
+    from torchrl_dreamerv3.training import GENERATION_SPECS
+
     agent = make_dreamerv3(VEC, OneHot(3), "debug")
-    explicit = {"world_model": dict(kl="dyn_rep", latent="categorical", rec_loss="sse", head_dist="twohot", cont=True),
-                "actor": dict(return_indexing="next_reward", actor_grad="reinforce", critic_for_targets="online",
-                              return_norm="percentile"),
-                "value": dict(head_dist="twohot")}
     results = []
-    for kwargs in ({}, dict(loss_kwargs=explicit, optimizer="laprop", critic_target="ema", context="replay")):
+    for kwargs in ({}, dict(generation="dreamerv3"), dict(generation=GENERATION_SPECS["dreamerv3"])):
         torch.manual_seed(0)
         clone = make_dreamerv3(VEC, OneHot(3), "debug")
         clone.load_state_dict(agent.state_dict())
@@ -401,12 +397,23 @@ def test_explicit_v3_switches_give_the_default_numbers():
         torch.manual_seed(1)
         metrics, _ = learner.update(_window(clone, VEC))
         results.append((metrics, [p.detach().clone() for p in clone.parameters()]))
-    (m1, p1), (m2, p2) = results
-    assert set(m1.keys()) == set(m2.keys())
-    for key in m1.keys():
-        torch.testing.assert_close(m1[key], m2[key], rtol=0, atol=0)
-    for a, b in zip(p1, p2):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    (m1, p1), *others = results
+    for m2, p2 in others:
+        assert set(m1.keys()) == set(m2.keys())
+        for key in m1.keys():
+            torch.testing.assert_close(m1[key], m2[key], rtol=0, atol=0)
+        for a, b in zip(p1, p2):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("generation, classes", [
+    ("dreamerv1", (DreamerV1WorldModelLoss, DreamerV1ActorLoss, DreamerV1ValueLoss)),
+    ("dreamerv2", (DreamerV2WorldModelLoss, DreamerV2ActorLoss, DreamerV2ValueLoss)),
+])
+def test_the_learner_builds_the_generations_own_losses(generation, classes):
+    agent, learner = _learner(generation, OneHot(3))
+    assert tuple(type(loss) for loss in (learner.world_model_loss, learner.actor_loss, learner.value_loss)) == classes
+    assert isinstance(learner.optimizer, GroupAdam) and learner.spec.name == generation
 
 
 # ---------------------------------------------------------------- keys, replay split, errors
@@ -487,31 +494,36 @@ def test_prefill_actor_acts_uniformly_for_its_steps_then_hands_over(discrete):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda a: WorldModelLoss(a.world_model, a.obs_keys, kl="balance"), "unknown kl 'balance'"),
-    (lambda a: WorldModelLoss(a.world_model, a.obs_keys, latent="normal"), "unknown latent"),
-    (lambda a: WorldModelLoss(a.world_model, a.obs_keys, rec_loss="mse"), "unknown rec_loss"),
-    (lambda a: WorldModelLoss(a.world_model, a.obs_keys, kl_balance=1.0), "kl_balance"),
-    (lambda a: ActorLoss(a.actor, a.critic, a.reward, a.cont, a.imagine_step, actor_grad="dyn"), "unknown actor_grad"),
-    (lambda a: ActorLoss(a.actor, a.critic, a.reward, a.cont, a.imagine_step, actor_grad="dynamics"),
-     "return_indexing='next_reward'"),
-    (lambda a: ActorLoss(a.actor, a.critic, a.reward, a.cont, a.imagine_step, return_indexing="reward_at_state",
-                         imag_includes_start=False), "needs actor_grad='dynamics'"),
-    (lambda a: ActorLoss(a.actor, a.critic, a.reward, a.cont, a.imagine_step, return_indexing="reward_at_state",
-                         critic_for_targets="slow"), "needs target_critic"),
-    (lambda a: ActorLoss(a.actor, a.critic, a.reward, a.cont, a.imagine_step, return_norm="std"), "unknown return_norm"),
-    (lambda a: ValueLoss(a.critic, head_dist="gauss"), "unknown head_dist"),
-    (lambda a: ValueLoss(a.critic, slow_critic=False), "slow_critic=True needed"),
-    (lambda a: DreamerV3Learner(a, optimizer="adam"), "unknown optimizer"),
-    (lambda a: DreamerV3Learner(a, critic_target="soft"), "unknown critic_target"),
-    (lambda a: DreamerV3Learner(a, optimizer="adam3", opt_kwargs=dict(model_lr=1e-3)), "needs model_lr, actor_lr"),
-    (lambda a: DreamerV3Learner(a, loss_kwargs={"actor": dict(return_indexing="reward_at_state",
-                                                              actor_grad="dynamics")}), "use optimizer='adam3'"),
-    (lambda a: DreamerV3Learner(a, loss_kwargs={"world_model": dict(grad_heads=["decoder", "value"])}),
-     "unknown heads"),
+    (lambda a: DreamerV2WorldModelLoss(a.world_model, a.obs_keys, latent="normal"), "unknown latent"),
+    (lambda a: DreamerV2WorldModelLoss(a.world_model, a.obs_keys, kl_balance=1.0), "kl_balance"),
+    (lambda a: DreamerV2ActorLoss(a.actor, a.critic, a.reward, a.cont, a.imagine_step, actor_grad="dyn"),
+     "unknown actor_grad"),
+    (lambda a: DreamerV2ActorLoss(a.actor, a.critic, a.reward, None, a.imagine_step, first_discount_from_data=True),
+     "needs a cont"),
+    (lambda a: DreamerV1ActorLoss(a.actor, a.critic, a.reward, None, a.imagine_step, horizon=1), "horizon must be"),
+    (lambda a: ActorLoss(a.actor, a.critic, a.reward, None, a.imagine_step), "needs a cont module"),
+    (lambda a: DreamerV3Learner(a, generation="dreamerv4"), "algo.generation='dreamerv4' is unknown"),
+    (lambda a: DreamerV3Learner(a, generation="dreamerv2", opt_kwargs=dict(model_lr=1e-3)), "needs model_lr, actor_lr"),
+    (lambda a: DreamerV3Learner(a, generation="dreamerv2", hard_interval=0), "hard_interval must be >= 1"),
+    (lambda a: DreamerV3Learner(a, loss_kwargs={"critic": {}}), "unknown groups"),
+    (lambda a: DreamerV3Learner(a, generation="dreamerv2", opt_kwargs=dict(model_lr=1, actor_lr=1, critic_lr=1),
+                                loss_kwargs={"world_model": dict(grad_heads=["decoder", "value"])}), "unknown heads"),
 ])
 def test_bad_option_values_fail_clearly(make, message):
     agent = make_dreamerv3(VEC, OneHot(3), "debug")
     with pytest.raises(ValueError, match=message):
+        make(agent)
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: WorldModelLoss(a.world_model, a.obs_keys, kl="balanced"),
+    lambda a: ActorLoss(a.actor, a.critic, a.reward, a.cont, a.imagine_step, actor_grad="dynamics"),
+    lambda a: ValueLoss(a.critic, head_dist="normal"),
+])
+def test_dreamerv3_losses_take_no_generation_switches(make):
+    """The V1/V2 options are not arguments of DreamerV3's losses: they live in the V1/V2 classes."""
+    agent = make_dreamerv3(VEC, OneHot(3), "debug")
+    with pytest.raises(TypeError, match="unexpected keyword"):
         make(agent)
 
 
@@ -524,13 +536,41 @@ def test_tanh_reward_transform_changes_only_the_reward_target():
            "reward_logits": torch.randn(B, T, 1, generator=g), ("reco", "vec"): torch.randn(B, T, 2, generator=g)}
     data = TensorDict({"reward": 3 * torch.randn(B, T, 1, generator=g), "vec": torch.randn(B, T, 2, generator=g),
                        "is_terminal": torch.zeros(B, T, 1, dtype=torch.bool)}, [B, T])
-    common = dict(latent="gaussian", kl="joint", head_dist="normal", cont=False)
-    plain = WorldModelLoss(_FixedWorldModel(out), ["vec"], **common)(data.clone())
-    tanh = WorldModelLoss(_FixedWorldModel(out), ["vec"], reward_transform="tanh", **common)(data.clone())
+    common = dict(latent="gaussian", cont=False)
+    plain = DreamerV2WorldModelLoss(_FixedWorldModel(out), ["vec"], **common)(data.clone())
+    tanh = DreamerV2WorldModelLoss(_FixedWorldModel(out), ["vec"], reward_transform="tanh", **common)(data.clone())
     mean = out["reward_logits"].squeeze(-1)
     torch.testing.assert_close(tanh["loss_rew"], (0.5 * (torch.tanh(data["reward"].squeeze(-1)) - mean) ** 2).mean())
     torch.testing.assert_close(plain["loss_rew"], (0.5 * (data["reward"].squeeze(-1) - mean) ** 2).mean())
     torch.testing.assert_close(tanh["loss_kl"], plain["loss_kl"])
     torch.testing.assert_close(tanh["loss_rec"], plain["loss_rec"])
     with pytest.raises(ValueError, match="unknown reward_transform 'clip'"):
-        WorldModelLoss(_FixedWorldModel(out), [], reward_transform="clip")
+        DreamerV2WorldModelLoss(_FixedWorldModel(out), [], reward_transform="clip")
+
+
+def test_the_losses_compute_with_the_pinned_functional_pieces(monkeypatch):
+    """The V1/V2 math that test_v1v2_math pins (v1_actor_loss, v2_actor_loss, critic_loss_v1v2, discount_target)
+    is what the loss classes run: no second inline copy."""
+    import torchrl_dreamerv3.objectives.dreamerv1 as v1
+    import torchrl_dreamerv3.objectives.dreamerv2 as v2
+    import torchrl_dreamerv3.objectives.v1v2 as shared
+
+    calls = []
+
+    def recording(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in ((v1, "v1_actor_loss"), (v2, "v2_actor_loss"), (shared, "critic_loss_v1v2"),
+                         (shared, "discount_target"), (shared, "imagination_targets_v1v2")):
+        recording(module, name)
+    for generation, spec in (("dreamerv1", Bounded(-1, 1, (2,))), ("dreamerv2", OneHot(3))):
+        agent, learner = _learner(generation, spec)
+        learner.update(_window(agent, VEC))
+    assert calls.count("v1_actor_loss") == 1 and calls.count("v2_actor_loss") == 1
+    assert calls.count("critic_loss_v1v2") == 2 and calls.count("imagination_targets_v1v2") == 2
+    assert calls.count("discount_target") == 1  # V2's discount head; V1 has none

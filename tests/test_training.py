@@ -127,6 +127,12 @@ def test_generation_presets_run_end_to_end(tmp_path, algo):
 
 def test_generation_presets_build_their_learners():
     from torchrl_dreamerv3.envs import make_env
+    from torchrl_dreamerv3.objectives import (
+        DreamerV1ActorLoss,
+        DreamerV1WorldModelLoss,
+        DreamerV2WorldModelLoss,
+        WorldModelLoss,
+    )
     from torchrl_dreamerv3.optim import GroupAdam, LaProp
     from torchrl_dreamerv3.training.setup import make_agent, make_learner, validate_config
 
@@ -139,33 +145,58 @@ def test_generation_presets_build_their_learners():
         built[algo] = (agent, make_learner(cfg, agent))
     agent, learner = built["dreamerv3"]
     assert agent.cfg.latent == "categorical" and isinstance(learner.optimizer, LaProp)
-    assert learner.critic_target == "ema" and learner.context == "replay" and learner.world_model_loss.kl == "dyn_rep"
+    assert learner.spec.critic_target == "ema" and learner.spec.context == "replay"
+    assert type(learner.world_model_loss) is WorldModelLoss and not learner.spec.eval_deterministic
     agent, learner = built["dreamerv1"]
     assert agent.cfg.latent == "gaussian" and agent.cfg.deter == 8  # size=debug shrinks the V1 preset
-    assert isinstance(learner.optimizer, GroupAdam) and learner.critic_target == "online" and learner.context == "zero"
-    assert learner.world_model_loss.kl == "joint" and learner.actor_loss.actor_grad == "dynamics"
-    assert not learner.actor_loss.imag_includes_start and learner.world_model_loss.free_nats == 3.0
+    assert isinstance(learner.optimizer, GroupAdam) and learner.spec.critic_target == "online"
+    assert learner.spec.context == "zero" and learner.spec.eval_deterministic and learner.spec.expl_noise == 0.3
+    assert isinstance(learner.world_model_loss, DreamerV1WorldModelLoss) and learner.world_model_loss.free_nats == 3.0
+    assert isinstance(learner.actor_loss, DreamerV1ActorLoss)  # dynamics backprop, start state dropped
     agent, learner = built["dreamerv2"]
-    assert agent.cfg.cell == "ln_gru" and learner.critic_target == "hard" and learner.context == "first"
+    assert agent.cfg.cell == "ln_gru" and learner.spec.critic_target == "hard" and learner.spec.context == "first"
     assert learner.actor_loss.actor_grad == "dynamics"  # auto: pendulum is continuous
-    assert learner.actor_loss.critic_for_targets == "slow" and learner.world_model_loss.kl == "balanced"
+    assert learner.actor_loss.target_critic == learner.value_loss.slow_critic  # slow critic for targets
+    assert isinstance(learner.world_model_loss, DreamerV2WorldModelLoss) and learner.world_model_loss.kl_balance == 0.8
     assert learner.optimizer.weight_decay == 1e-6 and learner.optimizer.current_lr("actor") == 4e-5
     env.close()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("algo.kl=balance", "algo.kl='balance' is unknown"),
-    ("algo.optimizer=adam", "algo.optimizer='adam' is unknown"),
-    ("algo.actor_grad=dynamics", "needs algo.optimizer=adam3"),
-    ("algo.generation=dreamerv4", "algo.generation='dreamerv4' is unknown"),
-    ("algo.grad_heads=[decoder,value]", "unknown heads"),
-    ("algo.critic_for_targets=slow", "does not support"),
+@pytest.mark.parametrize("overrides, message", [
+    (["+algo.kl=balanced"], r"algo.kl='balanced' is not a switch of algo.generation=dreamerv3, which fixes kl='dyn_rep'"),
+    (["+algo.optimizer=adam"], "algo.optimizer='adam' is not a switch of algo.generation=dreamerv3"),
+    (["+algo.actor_grad=dynamics"], "fixes actor_grad='reinforce'"),
+    (["algo.generation=dreamerv4"], "algo.generation='dreamerv4' is unknown"),
+    (["algo=dreamerv2", "algo.grad_heads=[decoder,value]"], r"algo.grad_heads=\['decoder', 'value'\] is not allowed"),
+    (["algo=dreamerv2", "algo.actor_grad=dyn"], "algo.actor_grad='dyn' is not allowed for algo.generation=dreamerv2"),
+    (["algo=dreamerv1", "+algo.critic_for_targets=slow"], "fixes critic_for_targets='online'"),
+    (["algo=dreamerv1", "+algo.colour=red"], "algo.colour is unknown for algo.generation=dreamerv1"),
+    (["algo.expl_noise=-1"], "algo.expl_noise must be >= 0"),
 ])
-def test_bad_algo_switches_fail_before_training(override, message):
+def test_bad_algo_switches_fail_before_training(overrides, message):
     from torchrl_dreamerv3.training.setup import validate_config
 
     with pytest.raises(ValueError, match=message):
-        validate_config(_compose(override))
+        validate_config(_compose(*overrides))
+
+
+def test_a_saved_config_of_the_former_flat_algo_layout_still_validates():
+    """Runs saved before issue 12 list every switch under algo; their generation's values are accepted."""
+    from torchrl_dreamerv3.training.generations import resolve_switches
+
+    old_v3 = dict(name="dreamerv3", generation="dreamerv3", optimizer="laprop", critic_target="ema", hard_interval=100,
+                  context="replay", kl="dyn_rep", kl_balance=0.8, free_avg=True, rec_loss="sse", reward_transform="none",
+                  gamma=None, grad_heads=None, return_indexing="next_reward", imag_includes_start=True,
+                  first_discount_from_data=False, actor_grad="reinforce", actor_grad_mix=0.1,
+                  critic_for_targets="online", return_norm="percentile", expl_noise=0.0)
+    spec, switches = resolve_switches(old_v3)
+    assert spec.name == "dreamerv3" and switches == {}
+    old_v2 = dict(old_v3, name="dreamerv2", generation="dreamerv2", optimizer="adam3", critic_target="hard",
+                  context="first", kl="balanced", rec_loss="gaussian", reward_transform="tanh", gamma=0.999,
+                  grad_heads=["decoder", "reward", "cont"], return_indexing="reward_at_state",
+                  first_discount_from_data=True, actor_grad="auto", critic_for_targets="slow", return_norm="none")
+    spec, switches = resolve_switches(old_v2)
+    assert spec.name == "dreamerv2" and switches["reward_transform"] == "tanh" and switches["gamma"] == 0.999
 
 
 def test_resume_with_a_different_model_or_env_fails_naming_the_settings():
@@ -224,3 +255,17 @@ def test_prefill_steps_come_before_any_update(tmp_path):
     resumed = _run(run, "env=pendulum", "run.steps=120", "run.prefill=104", f"resume={run}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _counters(run)["updates"] > 0  # the prefill counts the steps done before the resume
+
+
+@pytest.mark.parametrize("overrides, name, deterministic, noise", [
+    ([], "dreamerv3", False, 0.0),
+    (["algo=dreamerv1"], "dreamerv1", True, 0.3),
+    (["algo=dreamerv1", "algo.expl_noise=0.1"], "dreamerv1", True, 0.1),
+    (["algo=dreamerv2"], "dreamerv2", True, 0.0),
+    (["algo=dreamerv2_dmc"], "dreamerv2_dmc", True, 0.0),
+])
+def test_generation_spec_gives_the_loop_its_eval_mode_and_exploration_noise(overrides, name, deterministic, noise):
+    from torchrl_dreamerv3.training import generation_spec
+
+    spec = generation_spec(_compose(*overrides))
+    assert (spec.name, spec.eval_deterministic, spec.expl_noise) == (name, deterministic, noise)

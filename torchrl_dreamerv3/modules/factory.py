@@ -29,32 +29,23 @@ The same keys serve every generation; what they hold depends on the config:
 - ``cnn="k4s2"``: ``("reco", image_key)`` is the unit-Gaussian mean in the ``x / 255 - 0.5`` space
   (no sigmoid); vector reconstructions are the raw vectors (no symlog).
 - the actor's distribution parameters are ``logits`` (discrete) or ``loc, scale`` (continuous;
-  pre-tanh for ``tanh_normal``), see :func:`make_actor`.
+  pre-tanh for ``tanh_normal``), see :func:`~torchrl_dreamerv3.modules.actor.make_actor`.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tensordict.nn import InteractionType, TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.data import Categorical, OneHot, TensorSpec
-from torchrl.modules import IndependentNormal, OneHotCategorical, ProbabilisticActor
 
-from ..functional.actor_dists import StraightThroughOneHot, TanhNormal, TruncatedNormal
-from ..functional.gaussian import tanh_normal_params, trunc_normal_params
-from ..nets import BinaryHead, BoundedNormalHead, CategoricalHead, MultiDecoder, MultiEncoder, NormalHead, TwoHotHead
+from ..nets import BinaryHead, MultiDecoder, MultiEncoder, NormalHead, TwoHotHead
 from ..nets.conv_k4s2 import K4S2Decoder, K4S2Encoder
 from ..rssm import RSSM, DenseRSSM, make_latent
+from .actor import make_actor
 from .config import ModelConfig, model_config
-from .predictors import (
-    ActorNormalParams,
-    BinaryPredictor,
-    BoundedNormalParams,
-    ConstantContinue,
-    NormalPredictor,
-    TwoHotPredictor,
-)
+from .predictors import BinaryPredictor, ConstantContinue, NormalPredictor, TwoHotPredictor
 from .rssm import RSSMImagineStep, RSSMObserve, RSSMObserveStep, RSSMPrior
 
 __all__ = ["DreamerKeys", "DreamerV3Modules", "make_dreamerv3", "make_dreamer", "make_actor", "action_spec_info"]
@@ -168,21 +159,33 @@ def make_dreamerv3(
     if not obs_keys:
         raise ValueError("obs_shapes is empty: DreamerV3 needs at least one observation key")
     k = keys
-    if encoder is None:
-        if token_dim is not None:
-            raise ValueError("token_dim is only used with a user encoder (encoder=...)")
-        encoder_net = _make_encoder_net(obs_shapes, cfg)
-        encoder = TensorDictModule(encoder_net, in_keys=list(encoder_net.keys), out_keys=[k.tokens])
-        token_dim = encoder_net.out_features
-    else:
-        token_dim = _user_token_dim(encoder, token_dim, k.tokens)
+    encoder, token_dim = _make_encoder(obs_shapes, cfg, k, encoder, token_dim)
     rssm = _make_rssm(cfg, action_dim, token_dim)
     latent = dict(deter=cfg.deter, stoch=cfg.stoch, classes=cfg.classes)
-    style = dict(act=cfg.act, norm=cfg.norm, init=cfg.init)
     state = [k.deter, k.stoch]
     if decoder is None:
         decoder_net = _make_decoder_net(obs_shapes, cfg, latent)
         decoder = TensorDictModule(decoder_net, in_keys=state, out_keys=[(k.reco, key) for key in decoder_net.keys])
+    reward, cont, critic = _make_heads(cfg, latent, state, k)  # built in this order: parameters follow the seed
+    actor = make_actor(cfg, discrete, action_dim, state, k.action)
+    return DreamerV3Modules(cfg, keys, discrete, action_dim, obs_keys, encoder, rssm, decoder, reward, cont,
+                            actor, critic)
+
+
+def _make_encoder(obs_shapes, cfg: ModelConfig, k: DreamerKeys, encoder, token_dim):
+    """``(encoder module, token width)``: the built encoder, or the user's with its token width."""
+    if encoder is not None:
+        return encoder, _user_token_dim(encoder, token_dim, k.tokens)
+    if token_dim is not None:
+        raise ValueError("token_dim is only used with a user encoder (encoder=...)")
+    encoder_net = _make_encoder_net(obs_shapes, cfg)
+    encoder = TensorDictModule(encoder_net, in_keys=list(encoder_net.keys), out_keys=[k.tokens])
+    return encoder, encoder_net.out_features
+
+
+def _make_heads(cfg: ModelConfig, latent: dict, state: list, k: DreamerKeys):
+    """Reward, continue and critic modules reading ``state``."""
+    style = dict(act=cfg.act, norm=cfg.norm, init=cfg.init)
     reward = TensorDictModule(_value_predictor(cfg, latent, style, cfg.rew_layers), in_keys=state,
                               out_keys=[k.reward_logits, k.reward_pred])
     cont_net = (BinaryPredictor(BinaryHead(**latent, layers=cfg.con_layers, units=cfg.units, **style))
@@ -190,9 +193,7 @@ def make_dreamerv3(
     cont = TensorDictModule(cont_net, in_keys=state, out_keys=[k.cont_logits, k.cont_prob])
     critic = TensorDictModule(_value_predictor(cfg, latent, style, cfg.val_layers), in_keys=state,
                               out_keys=[k.value_logits, k.state_value])
-    actor = make_actor(cfg, discrete, action_dim, state, k.action)
-    return DreamerV3Modules(cfg, keys, discrete, action_dim, obs_keys, encoder, rssm, decoder, reward, cont,
-                            actor, critic)
+    return reward, cont, critic
 
 
 make_dreamer = make_dreamerv3  # the builder is generation-agnostic; this name says so
@@ -243,53 +244,3 @@ def _value_predictor(cfg: ModelConfig, latent: dict, style: dict, layers: int):
     if cfg.head_dist == "normal":
         return NormalPredictor(NormalHead(**latent, layers=layers, units=cfg.units, **style))
     return TwoHotPredictor(TwoHotHead(**latent, layers=layers, units=cfg.units, bins=cfg.bins, **style), cfg.bins)
-
-
-def _actor_kind(actor_dist: str, discrete: bool) -> str:
-    if actor_dist == "auto":
-        return "categorical" if discrete else "bounded_normal"
-    if discrete:
-        return "onehot"  # V1/V2: tanh_normal / trunc_normal name the continuous choice only
-    if actor_dist == "onehot":
-        raise ValueError("actor_dist='onehot' needs a discrete (OneHot) action spec; the spec is continuous")
-    return actor_dist
-
-
-def make_actor(cfg: ModelConfig, discrete: bool, action_dim: int, state_keys, action_key) -> ProbabilisticActor:
-    """The policy as a TorchRL ``ProbabilisticActor`` over ``(deter, stoch)`` writing ``action_key``.
-
-    ================ ============================ ====================== =================================
-    ``actor_dist``    discrete actions             continuous actions     distribution params keys
-    ================ ============================ ====================== =================================
-    ``auto`` (V3)     ``OneHotCategorical``        ``IndependentNormal``  ``logits`` / ``loc, scale``
-                                                   (bounded normal)
-    ``tanh_normal``   ``StraightThroughOneHot``    ``TanhNormal``         ``logits`` / ``loc, scale``
-    ``trunc_normal``  ``StraightThroughOneHot``    ``TruncatedNormal``    ``logits`` / ``loc, scale``
-    ``onehot``        ``StraightThroughOneHot``    error                  ``logits``
-    ================ ============================ ====================== =================================
-
-    V1/V2 distributions sample with ``rsample`` (gradients reach the actor through the action).
-    """
-    latent = dict(deter=cfg.deter, stoch=cfg.stoch, classes=cfg.classes)
-    style = dict(act=cfg.act, norm=cfg.norm, init=cfg.init)
-    kind = _actor_kind(cfg.actor_dist, discrete)
-    kwargs = {}
-    if kind in ("categorical", "onehot"):
-        net = CategoricalHead(**latent, layers=cfg.pol_layers, units=cfg.units, actions=action_dim, **style)
-        params = TensorDictModule(net, in_keys=state_keys, out_keys=["logits"])
-        dist_keys = ["logits"]
-        dist_cls = OneHotCategorical if kind == "categorical" else StraightThroughOneHot
-    else:
-        head = BoundedNormalHead(**latent, layers=cfg.pol_layers, units=cfg.units, actions=action_dim, **style)
-        if kind == "bounded_normal":
-            net, dist_cls = BoundedNormalParams(head, cfg.minstd, cfg.maxstd), IndependentNormal
-        elif kind == "tanh_normal":
-            net, dist_cls, kwargs = ActorNormalParams(head, tanh_normal_params), TanhNormal, dict(samples=100)
-        else:
-            net, dist_cls = ActorNormalParams(head, trunc_normal_params), TruncatedNormal
-        params = TensorDictModule(net, in_keys=state_keys, out_keys=["loc", "scale"])
-        dist_keys = ["loc", "scale"]
-    # The reference samples when acting, in evaluation too, and in imagination: RANDOM by default.
-    return ProbabilisticActor(params, in_keys=dist_keys, out_keys=[action_key], distribution_class=dist_cls,
-                              distribution_kwargs=kwargs or None, return_log_prob=False,
-                              default_interaction_type=InteractionType.RANDOM)

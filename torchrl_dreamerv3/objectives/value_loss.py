@@ -1,16 +1,15 @@
-"""Critic losses: imagined lambda-returns with the slow-critic regulariser, and the replay value loss (SPEC §6.2-§6.4)."""
-from __future__ import annotations
+"""DreamerV3's critic loss: imagined lambda-returns with the slow-critic regulariser, and the replay value loss.
 
-from dataclasses import dataclass
+SPEC §6.2-§6.4. DreamerV1 and DreamerV2 have their own (:class:`~.v1v2.GaussianValueLoss`).
+"""
+from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictParams
-from tensordict.utils import NestedKey
 
 from ..functional import replay_return, twohot_nll
-from ..functional.returns_v1v2 import unit_gaussian_nll
-from .common import DreamerLossBase, check_choice
+from .common import DreamerLossBase, ValueKeys
 
 __all__ = ["ValueLoss"]
 
@@ -32,58 +31,23 @@ class ValueLoss(DreamerLossBase):
     The slow critic lives in ``target_critic_network_params`` (TorchRL target parameters); step a
     :class:`torchrl.objectives.SoftUpdate` with ``tau=0.02`` after every optimiser step.
 
-    With ``head_dist="normal"`` (DreamerV1/V2, SPEC_V1_V2 §1.4, §2.4) the critic's ``state_value``
-    is the mean of a unit-variance Gaussian and the only term is
-    ``loss_value = mean(sg(w_i) * 0.5 * (v(s_i) - sg(R_i))^2)`` over the imagined targets; there is
-    no slow-critic regulariser and no replay term. The slow critic then only provides targets
-    (V2, :meth:`slow_critic`), kept by a hard copy.
-
     Args:
         critic: module reading ``(deter, stoch)`` and writing ``value_logits``.
         value (1.0), repval (0.3): loss scales. slowreg (1.0): weight of the slow-critic term.
         lam (0.95), horizon (333): replay return parameters (``disc = 1 - 1/horizon``).
-        head_dist: ``twohot`` (V3) or ``normal`` (V1/V2).
-        slow_critic: create the slow critic's target parameters (True); V1 has none (``normal`` only).
     """
 
-    @dataclass
-    class _AcceptedKeys:
-        """Tensordict keys read by the loss."""
-
-        deter: NestedKey = "deter"
-        stoch: NestedKey = "stoch"
-        value_logits: NestedKey = "value_logits"
-        state_value: NestedKey = "state_value"
-        imagined: NestedKey = "imagined"
-        ret: NestedKey = "return"
-        weight: NestedKey = "weight"
-        reward: NestedKey = "reward"
-        is_terminal: NestedKey = "is_terminal"
-        is_last: NestedKey = "is_last"
-
-    default_keys = _AcceptedKeys
+    _AcceptedKeys = ValueKeys
+    default_keys = ValueKeys
     critic_network: TensorDictModule
     critic_network_params: TensorDictParams
     target_critic_network_params: TensorDictParams
 
-    def __init__(
-        self,
-        critic: TensorDictModule,
-        *,
-        value: float = 1.0,
-        repval: float = 0.3,
-        slowreg: float = 1.0,
-        lam: float = 0.95,
-        horizon: float = 333.0,
-        head_dist: str = "twohot",
-        slow_critic: bool = True,
-    ):
+    def __init__(self, critic: TensorDictModule, *, value: float = 1.0, repval: float = 0.3, slowreg: float = 1.0,
+                 lam: float = 0.95, horizon: float = 333.0):
         super().__init__()
-        self.head_dist = check_choice("head_dist", head_dist, ("twohot", "normal"))
-        if not slow_critic and head_dist == "twohot":
-            raise ValueError("head_dist='twohot' (DreamerV3) regularises towards the slow critic: slow_critic=True needed")
-        self.convert_to_functional(critic, "critic_network", create_target_params=slow_critic)
-        self.scales = dict(value=value, repval=repval) if head_dist == "twohot" else dict(value=value)
+        self.convert_to_functional(critic, "critic_network", create_target_params=True)
+        self.scales = dict(value=value, repval=repval)
         self.slowreg, self.lam, self.horizon = slowreg, lam, horizon
 
     def slow_critic(self, states: TensorDictBase) -> TensorDictBase:
@@ -121,30 +85,9 @@ class ValueLoss(DreamerLossBase):
             return None
         return logits[..., :horizon, :]
 
-    def _forward_normal(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """V1/V2: unit-Gaussian critic on the imagined states ``s_0..s_{N-2}``, target-aligned weights."""
+    def _replay_term(self, tensordict: TensorDictBase, imag_returns: torch.Tensor):
+        """``repval`` per step and its metrics: the critic on the replayed posterior states."""
         keys = self.tensor_keys
-        imagined = self._get(tensordict, keys.imagined)
-        steps = imagined.shape[-1] - 1
-        states = imagined.select(keys.deter, keys.stoch).detach()
-        pred = self.critic_network(states.clone(False)).get(keys.state_value).squeeze(-1)[..., :steps]
-        targets = self._get(imagined, keys.ret)[..., :steps].detach()
-        weight = self._get(imagined, keys.weight)[..., :steps].detach()
-        value = weight * unit_gaussian_nll(pred, targets)
-        return self._scaled(dict(value=value), dict(value_pred=pred.mean()))
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        if self.head_dist == "normal":
-            return self._forward_normal(tensordict)
-        keys = self.tensor_keys
-        imagined = self._get(tensordict, keys.imagined)
-        horizon = imagined.shape[-1] - 1
-        imag_states = imagined.select(keys.deter, keys.stoch)  # s_0..s_H; _critic_nll drops s_H
-        imag_returns = self._get(imagined, keys.ret)
-        weight = self._get(imagined, keys.weight)[..., :horizon]
-        imag_nll, _ = self._critic_nll(imag_states, imag_returns[..., :horizon], self._shared_logits(imagined, horizon))
-        value = weight.detach() * imag_nll
-
         replay_states = tensordict.select(keys.deter, keys.stoch)
         for key in (keys.deter, keys.stoch):
             self._get(tensordict, key)
@@ -155,5 +98,16 @@ class ValueLoss(DreamerLossBase):
             targets = replay_return(reward, is_terminal, is_last, imag_returns[..., 0], self.lam, 1.0 - 1.0 / self.horizon)
         rep_nll, slow = self._critic_nll(replay_states[..., :-1], targets)
         repval = (~is_last[..., :-1]).to(rep_nll.dtype) * rep_nll
-        metrics = dict(replay_return=targets.mean(), slow_value=slow.mean())
+        return repval, dict(replay_return=targets.mean(), slow_value=slow.mean())
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        keys = self.tensor_keys
+        imagined = self._get(tensordict, keys.imagined)
+        horizon = imagined.shape[-1] - 1
+        imag_states = imagined.select(keys.deter, keys.stoch)  # s_0..s_H; _critic_nll drops s_H
+        imag_returns = self._get(imagined, keys.ret)
+        weight = self._get(imagined, keys.weight)[..., :horizon]
+        imag_nll, _ = self._critic_nll(imag_states, imag_returns[..., :horizon], self._shared_logits(imagined, horizon))
+        value = weight.detach() * imag_nll
+        repval, metrics = self._replay_term(tensordict, imag_returns)
         return self._scaled(dict(value=value, repval=repval), metrics)

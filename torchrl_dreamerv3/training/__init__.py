@@ -1,4 +1,5 @@
 """Glue: the learner update, the train ratio, checkpoints and the training loop."""
+from .generations import GENERATION_SPECS, GenerationSpec, generation_spec
 from .learner import DreamerV3Learner
 from .ratio import TrainRatio
 
@@ -10,4 +11,4 @@ def train(cfg, env_fn=None, behaviour_actor=None):
     return _train(cfg, env_fn=env_fn, behaviour_actor=behaviour_actor)
 
 
-__all__ = ["DreamerV3Learner", "TrainRatio", "train"]
+__all__ = ["DreamerV3Learner", "GENERATION_SPECS", "GenerationSpec", "TrainRatio", "generation_spec", "train"]

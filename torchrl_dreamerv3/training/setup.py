@@ -19,12 +19,10 @@ from ..modules import (
     make_state_primer,
     model_config,
 )
-from ..objectives.actor_loss import ACTOR_GRADS, RETURN_INDEXING
-from ..objectives.world_model_loss import KL_SCHEMES, REWARD_TRANSFORMS
-from ..replay import CONTEXTS
-from .learner import CRITIC_TARGETS, GRAD_HEADS, OPTIMIZERS, DreamerV3Learner
+from .generations import generation_spec, resolve_switches
+from .learner import DreamerV3Learner
 
-__all__ = ["resolve_device", "resolve_size", "observation_shapes", "make_train_env", "make_agent", "make_learner",
+__all__ = ["generation_spec", "resolve_device", "resolve_size", "observation_shapes", "make_train_env", "make_agent", "make_learner",
            "make_collector", "make_replay", "validate_config", "check_resume_config", "unbatched_action_spec",
            "REPLAY_KEYS"]
 
@@ -68,7 +66,7 @@ def validate_config(cfg: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
-    _validate_algo(cfg.get("algo"))
+    resolve_switches(cfg.get("algo"))  # the generation's rules of what combines, before anything is built
 
 
 #: Settings a resumed run must share with the run it continues: they shape the networks, the replay
@@ -98,40 +96,6 @@ def check_resume_config(cfg: DictConfig, saved: DictConfig) -> None:
             "resume: this config cannot continue the saved run; differing settings: " + "; ".join(differing)
             + ". Pass the run's own overrides again, or start from its saved config: "
             "python examples/dreamerv3_atari.py --config-path <run dir, absolute> --config-name config resume=<run dir>")
-
-
-#: Allowed values of each ``algo.*`` switch (configs/config.yaml).
-ALGO_CHOICES = dict(
-    generation=("dreamerv3", *GENERATIONS), optimizer=OPTIMIZERS, critic_target=CRITIC_TARGETS, context=CONTEXTS,
-    kl=KL_SCHEMES, rec_loss=("sse", "gaussian"), return_indexing=RETURN_INDEXING, actor_grad=(*ACTOR_GRADS, "auto"),
-    critic_for_targets=("online", "slow"), return_norm=("percentile", "none"), reward_transform=REWARD_TRANSFORMS,
-)
-
-
-def _validate_algo(algo) -> None:
-    """Clear errors for the generation switches before anything is built."""
-    if algo is None:
-        return
-    for name, choices in ALGO_CHOICES.items():
-        if name in algo and algo[name] not in choices:
-            raise ValueError(f"algo.{name}={algo[name]!r} is unknown; choose one of {list(choices)}")
-    grad_heads = algo.get("grad_heads")
-    if grad_heads is not None and not set(grad_heads) <= set(GRAD_HEADS):
-        raise ValueError(f"algo.grad_heads={list(grad_heads)} has unknown heads; choose from {list(GRAD_HEADS)}")
-    if algo.get("optimizer") == "laprop" and algo.get("actor_grad") in ("dynamics", "both", "auto"):
-        raise ValueError(f"algo.actor_grad={algo.actor_grad!r} backpropagates the actor loss through the world model; "
-                         "it needs algo.optimizer=adam3")
-    if algo.get("critic_for_targets") == "slow" and algo.get("critic_target") == "online":
-        raise ValueError("algo.critic_for_targets=slow needs a slow critic: algo.critic_target=hard or ema")
-    if algo.get("return_indexing") == "next_reward":
-        v1v2 = dict(actor_grad="reinforce", critic_for_targets="online", imag_includes_start=True,
-                    first_discount_from_data=False)
-        bad = {k: algo[k] for k, v in v1v2.items() if k in algo and algo[k] != v}
-        if bad:
-            raise ValueError(f"algo.return_indexing=next_reward (DreamerV3) does not support {bad}; "
-                             "use algo.return_indexing=reward_at_state")
-    if algo.get("expl_noise", 0.0) < 0:
-        raise ValueError(f"algo.expl_noise must be >= 0, got {algo.expl_noise}")
 
 
 def _env_kwargs(cfg: DictConfig) -> dict:
@@ -179,9 +143,9 @@ def make_agent(cfg: DictConfig, env: EnvBase, device: torch.device) -> DreamerV3
                  if k != "size" and v is not None}
     if isinstance(overrides.get("mults"), list):
         overrides["mults"] = tuple(overrides["mults"])
-    generation = cfg.algo.generation if "algo" in cfg else "dreamerv3"
-    if generation != "dreamerv3":
-        overrides = _generation_overrides(generation, overrides)
+    preset = generation_spec(cfg).model_preset
+    if preset != "dreamerv3":
+        overrides = _generation_overrides(preset, overrides)
     return make_dreamerv3(observation_shapes(env), unbatched_action_spec(env), model_config(size, **overrides)).to(device)
 
 
@@ -191,50 +155,15 @@ def unbatched_action_spec(env: EnvBase):
     return env.action_spec[(0,) * batch] if batch else env.action_spec
 
 
-def _algo_loss_kwargs(cfg: DictConfig, agent: DreamerV3Modules) -> tuple[dict, dict]:
-    """The generation switches of ``cfg.algo`` as (loss_kwargs additions, learner kwargs); {} for DreamerV3 defaults."""
-    a, s = cfg.algo, cfg.loss_scales
-    gamma = a.gamma if a.gamma is not None else 1.0 - 1.0 / cfg.horizon
-    actor_grad = a.actor_grad if a.actor_grad != "auto" else ("reinforce" if agent.discrete else "dynamics")
-    world_model = dict(kl=a.kl, free_avg=a.free_avg, rec_loss=a.rec_loss,
-                       reward_transform=a.get("reward_transform", "none"))
-    if a.kl != "dyn_rep":
-        world_model.update(kl_scale=s.kl, kl_balance=a.kl_balance)
-    if a.gamma is not None:
-        world_model["gamma"] = a.gamma
-    if a.grad_heads is not None:
-        world_model["grad_heads"] = list(a.grad_heads)
-    actor = dict(return_indexing=a.return_indexing, actor_grad=actor_grad, critic_for_targets=a.critic_for_targets,
-                 return_norm=a.return_norm)
-    if a.return_indexing == "reward_at_state":
-        actor.update(imag_includes_start=a.imag_includes_start, gamma=gamma,
-                     first_discount_from_data=a.first_discount_from_data, actor_grad_mix=a.actor_grad_mix)
-    learner = dict(optimizer=a.optimizer, critic_target=a.critic_target, hard_interval=a.hard_interval,
-                   context=a.context)
-    return dict(world_model=world_model, actor=actor), learner
-
-
 def make_learner(cfg: DictConfig, agent: DreamerV3Modules) -> DreamerV3Learner:
-    s = cfg.loss_scales
-    loss_kwargs = {
-        "world_model": dict(rec=s.rec, rew=s.rew, con=s.con, dyn=s.dyn, rep=s.rep, free_nats=cfg.free_nats,
-                            horizon=cfg.horizon),
-        "actor": dict(policy=s.policy, horizon=cfg.imag_length, lam=cfg.imag_loss.lam,
-                      entropy_coef=cfg.imag_loss.actent),
-        "value": dict(value=s.value, repval=s.repval, slowreg=cfg.imag_loss.slowreg, lam=cfg.repl_loss.lam,
-                      horizon=cfg.horizon),
-    }
-    learner_kwargs = {}
-    if "algo" in cfg:
-        extra, learner_kwargs = _algo_loss_kwargs(cfg, agent)
-        for group, kwargs in extra.items():
-            loss_kwargs[group].update(kwargs)
-    opt = cfg.opt3 if learner_kwargs.get("optimizer") == "adam3" else cfg.opt
-    r = cfg.retnorm
-    learner = DreamerV3Learner(agent, loss_kwargs=loss_kwargs, opt_kwargs=dict(OmegaConf.to_container(opt)),
-                               slow_rate=cfg.slowvalue.rate, **learner_kwargs)
-    learner.actor_loss.normalizer.rate, learner.actor_loss.normalizer.limit = r.rate, r.limit
-    learner.actor_loss.normalizer.perclo, learner.actor_loss.normalizer.perchi = r.perclo, r.perchi
+    """The learner of ``cfg.algo.generation`` (DreamerV3 without ``algo``), its losses configured from ``cfg``."""
+    spec, switches = resolve_switches(cfg.get("algo"))
+    learner = DreamerV3Learner(agent, loss_kwargs=spec.loss_config(cfg, agent, switches),
+                               opt_kwargs=dict(OmegaConf.to_container(cfg[spec.opt_section])),
+                               slow_rate=cfg.slowvalue.rate, generation=spec,
+                               hard_interval=switches.get("hard_interval", 100))
+    r, normalizer = cfg.retnorm, learner.actor_loss.normalizer
+    normalizer.rate, normalizer.limit, normalizer.perclo, normalizer.perchi = r.rate, r.limit, r.perclo, r.perchi
     return learner
 
 
