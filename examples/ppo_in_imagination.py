@@ -44,7 +44,8 @@ from torchrl.objectives.value import GAE
 from torchrl_dreamerv3.envs import DreamerWorldModelEnv, LatentFeatures, latent_features
 from torchrl_dreamerv3.training import train
 from torchrl_dreamerv3.training.checkpoint import resolve_checkpoint_dir
-from torchrl_dreamerv3.training.setup import make_agent, make_learner, make_train_env
+from torchrl_dreamerv3.training.environment import env_factory, make_train_env
+from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -163,7 +164,7 @@ def load_world_model(run: str):
     """The agent and its replayed posterior latents (``deter``/``stoch``) from a training run directory."""
     directory = resolve_checkpoint_dir(run)
     cfg = OmegaConf.load(directory.parent / "config.yaml")
-    env = make_train_env(cfg)
+    env = make_train_env(env_factory(cfg), cfg.run.envs, cfg.seed)
     agent = make_agent(cfg, env, torch.device("cpu"))
     learner = make_learner(cfg, agent)
     state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)

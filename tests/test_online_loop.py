@@ -6,14 +6,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from torchrl.envs import TensorDictPrimer, TransformedEnv
-
-from torchrl_dreamerv3.modules import DreamerV3Policy, make_state_primer
+from torchrl_dreamerv3.modules import DreamerV3Policy
 from torchrl_dreamerv3.training import TrainRatio
 from torchrl_dreamerv3.training.parallel import ParallelCollection, SyncCollection
 from torchrl_dreamerv3.training.replay_buffer import make_replay
-from torchrl_dreamerv3.training.setup import (REPLAY_KEYS, make_agent, make_collector, make_learner,
-                                              make_train_env)
+from torchrl_dreamerv3.training.environment import env_factory, make_collector, make_train_env
+from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +27,11 @@ def _cfg(*overrides):
 def test_collect_train_and_write_back(parallel):
     cfg = _cfg()
     device = torch.device("cpu")
-    env = make_train_env(cfg)
+    make = env_factory(cfg)
+    env = make_train_env(make, cfg.run.envs, cfg.seed)
     agent = make_agent(cfg, env, device)
     learner = make_learner(cfg, agent)
-    # setup.with_primer's TensorDictPrimer lacks expand_specs=True and fails on a batched (run.envs > 1) env
-    primer = TensorDictPrimer(make_state_primer(agent).primers.clone(), default_value=0.0, expand_specs=True)
-    collector = make_collector(cfg, TransformedEnv(env, primer), DreamerV3Policy(agent), device)
+    collector = make_collector(cfg, make, env, DreamerV3Policy(agent), device)  # run.envs=2 streams in a SerialEnv
     replay = make_replay(cfg)
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
     window_rows = cfg.batch_length + cfg.replay_context

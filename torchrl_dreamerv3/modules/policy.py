@@ -124,4 +124,5 @@ def make_state_primer(modules: DreamerV3Modules) -> TensorDictPrimer:
         k.stoch: Unbounded(shape=(cfg.stoch, cfg.classes)),
         k.prev_action: Unbounded(shape=(modules.action_dim,)),
     })
-    return TensorDictPrimer(spec, default_value=0.0)
+    # expand_specs: the same primer serves a batched env (run.envs > 1 in one SerialEnv)
+    return TensorDictPrimer(spec, default_value=0.0, expand_specs=True)

@@ -13,6 +13,7 @@ from tensordict.nn import TensorDictModuleBase
 from ..envs.any_env import model_observation_keys
 from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
 from .checkpoint import load_checkpoint
+from .generations import generation_spec
 from .environment import EnvFactory, env_factory, make_collector, make_train_env
 from .learner import DreamerV3Learner
 from .logging import MetricLogger, make_logger
@@ -73,13 +74,9 @@ def _logdir(cfg: DictConfig) -> Path:
     return Path(cfg.logdir)
 
 
-def _generation(cfg: DictConfig) -> str:
-    return cfg.algo.generation if "algo" in cfg else "dreamerv3"
-
-
 def _describe_size(cfg: DictConfig, device: torch.device) -> tuple[str, str | None]:
     size, note = resolve_size(cfg.model.size, device)
-    generation = _generation(cfg)
+    generation = generation_spec(cfg).name
     if generation != "dreamerv3":  # one size per earlier generation; size presets only shrink it
         return f"{generation} preset" + ("" if cfg.model.size == "auto" else f" with size={cfg.model.size}"), None
     return size, note
@@ -90,8 +87,8 @@ def _build(cfg: DictConfig, logdir: Path, device: torch.device, make: EnvFactory
     env = make_train_env(make, cfg.run.envs, cfg.seed)
     agent = make_agent(cfg, env, device)
     learner = make_learner(cfg, agent)
-    expl_noise = cfg.algo.expl_noise if "algo" in cfg else 0.0  # V1: additive exploration noise
-    policy = DreamerV3Policy(agent, expl_noise=expl_noise, actor=behaviour_actor)
+    spec = generation_spec(cfg)
+    policy = DreamerV3Policy(agent, expl_noise=spec.expl_noise, actor=behaviour_actor)  # V1: additive noise
     eval_policy = DreamerV3Policy(agent)  # the agent's own actor, without exploration noise
     replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
@@ -100,7 +97,7 @@ def _build(cfg: DictConfig, logdir: Path, device: torch.device, make: EnvFactory
                           run_dir=str(logdir))
     return env, Run(cfg=cfg, logdir=logdir, device=device, make_env=make, agent=agent, learner=learner,
                     policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio, logger=logger,
-                    deterministic_eval=_generation(cfg) != "dreamerv3")
+                    deterministic_eval=spec.eval_deterministic)
 
 
 def _resume(run: Run) -> None:

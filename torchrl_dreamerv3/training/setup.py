@@ -1,30 +1,18 @@
 """Factories that turn a config into the pieces of a run (the ``make_*`` of TorchRL's sota scripts)."""
 from __future__ import annotations
 
-import functools
-
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torchrl.collectors import Collector, MultiSyncCollector
-from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.data.replay_buffers import SliceSampler
-from torchrl.envs import EnvBase, SerialEnv, TransformedEnv
+from torchrl.envs import EnvBase
 
-from ..envs import FLAG_KEYS, STAT_KEYS, make_env
-from ..modules import (
-    GENERATIONS,
-    DreamerV3Modules,
-    DreamerV3Policy,
-    make_dreamerv3,
-    make_state_primer,
-    model_config,
-)
+from ..envs import FLAG_KEYS
+from ..envs.any_env import model_observation_keys
+from ..modules import GENERATIONS, DreamerV3Modules, make_dreamerv3, model_config
 from .generations import generation_spec, resolve_switches
 from .learner import DreamerV3Learner
 
-__all__ = ["generation_spec", "resolve_device", "resolve_size", "observation_shapes", "make_train_env", "make_agent", "make_learner",
-           "make_collector", "make_replay", "validate_config", "check_resume_config", "unbatched_action_spec",
-           "REPLAY_KEYS"]
+__all__ = ["generation_spec", "resolve_device", "resolve_size", "observation_shapes", "make_agent", "make_learner",
+           "validate_config", "check_resume_config", "unbatched_action_spec", "REPLAY_KEYS"]
 
 # What a replay row keeps besides the observations (each frame once: no ("next", obs)).
 REPLAY_KEYS = ("action", "deter", "stoch", *FLAG_KEYS, ("next", "reward"), ("collector", "traj_ids"))
@@ -98,31 +86,10 @@ def check_resume_config(cfg: DictConfig, saved: DictConfig) -> None:
             "python examples/dreamerv3_atari.py --config-path <run dir, absolute> --config-name config resume=<run dir>")
 
 
-def _env_kwargs(cfg: DictConfig) -> dict:
-    kwargs = OmegaConf.to_container(cfg.env, resolve=True)
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
-def _make_env(env_kwargs: dict, seed: int) -> EnvBase:
-    kwargs = dict(env_kwargs)
-    return make_env(kwargs.pop("name"), seed=seed, **kwargs)
-
-
-def make_train_env(cfg: DictConfig, seed_offset: int = 0) -> EnvBase:
-    """``run.envs`` streams (a SerialEnv when more than one), seeded ``seed + offset + i``."""
-    kwargs = _env_kwargs(cfg)
-    if cfg.run.envs == 1:
-        return _make_env(kwargs, cfg.seed + seed_offset)
-    fns = [functools.partial(_make_env, kwargs, cfg.seed + seed_offset + i) for i in range(cfg.run.envs)]
-    return SerialEnv(cfg.run.envs, fns)
-
-
 def observation_shapes(env: EnvBase) -> dict:
-    """Observation keys the model reads: everything but the stream's flags and statistics."""
-    spec = env.observation_spec
-    skip = set(FLAG_KEYS) | set(STAT_KEYS) | {"deter", "stoch", "prev_action"}
-    batch = len(env.batch_size)
-    return {k: tuple(spec[k].shape[batch:]) for k in spec.keys() if k not in skip}
+    """Shapes of the observation keys the model reads: everything but the stream's flags, stats and carry."""
+    spec, batch = env.observation_spec, len(env.batch_size)
+    return {k: tuple(spec[k].shape[batch:]) for k in model_observation_keys(env)}
 
 
 def _generation_overrides(generation: str, overrides: dict) -> dict:
@@ -165,38 +132,3 @@ def make_learner(cfg: DictConfig, agent: DreamerV3Modules) -> DreamerV3Learner:
     r, normalizer = cfg.retnorm, learner.actor_loss.normalizer
     normalizer.rate, normalizer.limit, normalizer.perclo, normalizer.perchi = r.rate, r.limit, r.perclo, r.perchi
     return learner
-
-
-def with_primer(env: EnvBase, agent: DreamerV3Modules) -> TransformedEnv:
-    return TransformedEnv(env, make_state_primer(agent))
-
-
-def make_collector(cfg: DictConfig, env: EnvBase, policy: DreamerV3Policy, device: torch.device):
-    """Sync ``Collector`` (default) or a ``MultiSyncCollector`` with one stream per worker."""
-    frames = cfg.run.envs * cfg.run.steps_per_collect
-    # The policy's carry comes from make_state_primer, so the collector must not add transforms of its own.
-    common = dict(frames_per_batch=frames, total_frames=-1, compact_obs=True, storing_device="cpu",
-                  policy_device=device, auto_register_policy_transforms=False)
-    if cfg.run.collector == "sync":
-        return Collector(env, policy, env_device="cpu", **common)
-    agent = policy.agent
-    factories = [functools.partial(_primed_env, _env_kwargs(cfg), cfg.seed + i, agent) for i in range(cfg.run.envs)]
-    return MultiSyncCollector(factories, policy, cat_results="stack", **common)
-
-
-def _primed_env(kwargs: dict, seed: int, agent: DreamerV3Modules) -> EnvBase:
-    return with_primer(_make_env(kwargs, seed), agent)
-
-
-def make_replay(cfg: DictConfig, scratch_dir: str | None = None) -> TensorDictReplayBuffer:
-    """Windows of ``batch_length + 1`` steps (row 0 = replay context) sampled uniformly from every stream.
-
-    Storage is ``(capacity / envs, envs)``: each stream is a column, contiguous in time, so
-    windows run across episode boundaries as in the reference (SPEC §8.1).
-    """
-    length = cfg.batch_length + cfg.replay_context
-    capacity = int(cfg.replay.size)
-    storage = (LazyMemmapStorage(capacity, ndim=2, scratch_dir=scratch_dir) if cfg.replay.memmap
-               else LazyTensorStorage(capacity, ndim=2))
-    sampler = SliceSampler(slice_len=length, traj_key=("collector", "traj_ids"), strict_length=True)
-    return TensorDictReplayBuffer(storage=storage, sampler=sampler, batch_size=cfg.batch_size * length)
