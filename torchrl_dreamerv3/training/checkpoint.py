@@ -30,12 +30,13 @@ import torch
 from .durable import CheckpointError, fsync_path, fsync_tree, write_text_atomic
 from .replay_io import load_replay_rows, save_replay_rows
 
-__all__ = ["save_checkpoint", "load_checkpoint", "resolve_checkpoint_dir", "list_checkpoints", "read_counters",
+__all__ = ["save_checkpoint", "load_checkpoint", "resolve_checkpoint_dir", "list_checkpoints", "read_counters", "read_info",
            "CheckpointError"]
 
 STATE_FILE = "state.pt"
 REPLAY_DIR = "replay"
 LATEST = "latest"
+INFO_FILE = "info.json"  # counters and meta as JSON: readable without loading the weights
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -86,7 +87,7 @@ def save_checkpoint(directory: str | os.PathLike, *, learner, counters: dict, ra
                     meta: dict | None = None) -> Path:
     """Publishes ``<directory>/step_<env steps>`` whole (see the module doc); returns its path.
 
-    ``meta``: small picklable facts about the run (e.g. the resolved model size, the wandb run id).
+    ``meta``: small JSON-able facts about the run (e.g. the resolved model size, the wandb run id).
     """
     if keep < 1:
         raise ValueError(f"checkpoint.keep must be >= 1, got {keep}")
@@ -103,7 +104,7 @@ def save_checkpoint(directory: str | os.PathLike, *, learner, counters: dict, ra
     if replay is not None:
         save_replay_rows(replay, tmp / REPLAY_DIR)
     torch.save(state, tmp / STATE_FILE)
-    (tmp / "counters.json").write_text(json.dumps(dict(counters)))
+    (tmp / INFO_FILE).write_text(json.dumps({"counters": dict(counters), "meta": dict(meta or {})}))
     fsync_tree(tmp)
     _publish(tmp, root / name)
     write_text_atomic(root / LATEST, name + "\n")
@@ -138,9 +139,21 @@ def _read_state(directory: Path) -> dict:
         raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
 
 
+def read_info(path: str | os.PathLike) -> dict:
+    """``{"counters": ..., "meta": ...}`` of the newest complete checkpoint, without loading its weights."""
+    directory = resolve_checkpoint_dir(path)
+    if (directory / INFO_FILE).is_file():
+        try:
+            return json.loads((directory / INFO_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{directory / INFO_FILE} is damaged ({err})") from None
+    state = _read_state(directory)  # pre-rotation layout
+    return {"counters": state["counters"], "meta": state.get("meta", {})}
+
+
 def read_counters(path: str | os.PathLike) -> dict:
     """The counters of the newest complete checkpoint (env_steps, updates, episodes, ...)."""
-    return _read_state(resolve_checkpoint_dir(path))["counters"]
+    return read_info(path)["counters"]
 
 
 def _load_old_layout_replay(replay, directory: Path) -> None:

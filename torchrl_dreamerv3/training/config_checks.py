@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpoint import list_checkpoints
 from .logging import BACKENDS
 
-__all__ = ["check_config", "RULES"]
+__all__ = ["check_config", "check_resumed_model_size", "RULES"]
 
 _ABSENT = object()
 
@@ -141,3 +141,13 @@ def check_config(cfg: DictConfig) -> None:
     _check_choices(cfg)
     _check_relations(cfg)
     _check_resume(cfg)
+
+
+def check_resumed_model_size(size: str, checkpoint_meta: dict) -> None:
+    """``size``: this run's *resolved* model size (``setup.resolve_size``); the checkpoint's ``meta["model_size"]``
+    was resolved the same way when it was saved. ``size=auto`` resolves per device kind, so comparing the
+    written ``model.size`` would let ``auto`` on a GPU continue a CPU run and fail inside ``load_state_dict``."""
+    saved = checkpoint_meta.get("model_size")
+    if saved is not None and saved != size:
+        raise ValueError(f"resume: the run was trained with model size {saved!r}, this config resolves to {size!r}"
+                         f" (model.size=auto picks by device); pass size={saved} to continue it")

@@ -133,6 +133,7 @@ def _check_features(tensors: dict, manifest: dict, directory: Path, spec: dict |
                                   f"expected {batch}")
     if spec is None:
         return
+    spec = {key if isinstance(key, tuple) else (key,): value for key, value in spec.items()}
     by_key = {tuple(manifest["entries"][n]["key"]): (n, t) for n, t in tensors.items()}
     if by_key and not set(spec) & set(by_key):
         raise CheckpointError(f"replay in {directory} shares no key with the expected spec "
