@@ -46,6 +46,9 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
+    def __del__(self):  # a lock held by a function's local (train()) ends with it, not with the process
+        self.release()
+
     def __enter__(self) -> RunLock:
         return self.acquire()
 
