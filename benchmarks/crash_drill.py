@@ -4,7 +4,8 @@
     python benchmarks/crash_drill.py --kills 5 --steps 1200 --seed 1
 
 Each round starts ``examples/dreamerv3_atari.py`` (``resume=`` after the first), waits until it has saved at
-least once more, then kills it with SIGKILL after a random delay. At the end a clean run finishes the
+least once more, then kills it with SIGKILL: half the rounds after a random delay, half while a save is
+being written (its ``.tmp`` directory exists; a random 0-20 ms later). At the end a clean run finishes the
 steps, and the drill checks that
 
 - every resume loaded (the process got past loading: it printed its model line and saved again);
@@ -100,11 +101,20 @@ def _kill_round(run: Path, steps: int, resume: bool, rng: random.Random, extra: 
         time.sleep(0.02)  # wait for this process's first save: proof that it loaded and trained on
     if proc.poll() is not None:
         return {"finished": True, "rc": proc.returncode, "out": _output(proc)}
-    time.sleep(rng.uniform(0.0, max_delay))
+    if rng.random() < 0.5:  # aim at a save: kill while its .tmp directory is being written
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and not any((run / "checkpoint").glob("step_*.tmp")):
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0.0, 0.02))
+    else:
+        time.sleep(rng.uniform(0.0, max_delay))
+    if proc.poll() is not None:
+        return {"finished": True, "rc": proc.returncode, "out": _output(proc)}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     _output(proc)
-    return {"finished": False, "rc": proc.returncode, "saved": _newest(run).name}
+    during_save = any((run / "checkpoint").glob("step_*.tmp"))  # a save it had begun and not published
+    return {"finished": False, "rc": proc.returncode, "saved": _newest(run).name, "during_save": during_save}
 
 
 def owed_updates(steps: int, cfg: dict) -> int:
@@ -148,14 +158,14 @@ def drill(run: Path, kills: int, steps: int, seed: int = 0, extra: list[str] | N
                 raise AssertionError(f"round {i}: the run failed (rc {outcome['rc']}):\n{outcome['out'][-3000:]}")
             log(f"round {i}: finished before the kill")
             break
-        rounds.append(outcome["saved"])
-        log(f"round {i}: killed after {outcome['saved']}")
+        rounds.append(outcome)
+        log(f"round {i}: killed after {outcome['saved']}" + (", during a save" if outcome["during_save"] else ""))
     final = _launch(run, steps, resume=bool(rounds), extra=extra, fork=fork)
     out, _ = final.communicate(timeout=600)
     if final.returncode != 0:
         raise AssertionError(f"the final resume failed (rc {final.returncode}):\n{(out or '')[-3000:]}")
     cfg = dict(train_ratio=train_ratio, batch_size=2, batch_length=8, envs=1, steps_per_collect=8)
-    result = {**check_run(run, cfg), "kills": len(rounds)}
+    result = {**check_run(run, cfg), "kills": len(rounds), "kills_during_save": sum(r["during_save"] for r in rounds)}
     log(json.dumps(result))
     return result
 
@@ -174,7 +184,7 @@ def main() -> None:
     run = args.run or Path(tempfile.mkdtemp(prefix="crash_drill_")) / "run"
     started = time.time()
     result = drill(run, args.kills, args.steps, args.seed, fork=args.fork, max_delay=args.max_delay)
-    print(f"crash drill: {result['kills']} kills, {result['env_steps']} env steps, {result['updates']} updates "
+    print(f"crash drill: {result['kills']} kills ({result['kills_during_save']} during a save), {result['env_steps']} env steps, {result['updates']} updates "
           f"(owed {result['owed_updates']}), {result['episodes']} episodes, {time.time() - started:.0f} s; "
           + ("OK" if not result["problems"] else "PROBLEMS: " + "; ".join(result["problems"])))
     sys.exit(1 if result["problems"] else 0)
