@@ -79,6 +79,14 @@ def sample_unimix_onehot(
     # Scaling by the last CDF entry keeps u below it even when rounding makes the sum < 1.
     u = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device, generator=generator)
     index = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
+    # A NaN logit makes the CDF NaN and searchsorted answer C (one past the end). On the CPU that is a clear
+    # error here; on an accelerator the check would cost a sync per step, so the index is clamped (a valid
+    # one-hot) and the loop's finite checks report the NaN's source.
+    out_of_range = index >= cdf.shape[-1]
+    if not cdf.is_cuda and bool(out_of_range.any()):
+        raise ValueError(f"sample_unimix_onehot: {int(out_of_range.sum())} of {out_of_range.numel()} categoricals "
+                         "have non-finite (NaN/inf) logits; an input upstream (an observation?) is not finite")
+    index = index.clamp_max_(cdf.shape[-1] - 1)
     onehot = torch.zeros_like(cdf).scatter_(-1, index, 1.0)
     if not probs.requires_grad:
         return onehot

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import uuid
 import warnings
 from collections.abc import Mapping
 
@@ -33,7 +34,7 @@ import torch
 
 from .report import plot_returns, save_gif
 
-__all__ = ["BACKENDS", "make_logger", "make_metric_logger", "MetricLogger"]
+__all__ = ["BACKENDS", "make_logger", "make_metric_logger", "MetricLogger", "cut_episodes_csv", "wandb_resume_kwargs"]
 
 BACKENDS = ("csv", "tensorboard", "wandb", "none")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
@@ -73,6 +74,57 @@ def make_logger(backend: str | None, log_dir: str, exp_name: str, wandb_kwargs: 
     kwargs = {"mode": "offline", "project": "torchrl_dreamerv3", **(wandb_kwargs or {})}
     offline = kwargs["mode"] in ("offline", "dryrun")
     return WandbLogger(exp_name=exp_name, save_dir=log_dir, offline=offline, **kwargs)
+
+
+def wandb_resume_kwargs(run_dir: str | os.PathLike) -> dict:
+    """``{"id": ..., "resume": "allow"}`` for ``wandb.init``: the id is kept in ``<run_dir>/wandb_run_id`` (made on
+    the first call), so a resumed run continues its own wandb run instead of starting a new one."""
+    path = os.path.join(run_dir, "wandb_run_id")
+    if os.path.isfile(path):
+        run_id = open(path).read().strip()
+    else:
+        run_id = uuid.uuid4().hex[:12]
+        with open(path + ".tmp", "w") as f:
+            f.write(run_id + "\n")
+        os.replace(path + ".tmp", path)
+    return {"id": run_id, "resume": "allow"}
+
+
+def cut_episodes_csv(path: str | os.PathLike, episodes: int, env_steps: int) -> list[tuple[int, float]]:
+    """Cuts ``episodes.csv`` back to a checkpoint: keeps its first ``episodes`` rows (the checkpoint's episode
+    counter; rows are appended in order) and drops the rest, written after the checkpoint by a run that
+    was then killed. Returns the kept ``(step, return)`` pairs (for ``MetricLogger.episode_returns``).
+
+    Raises ``ValueError`` when a kept row is later than ``env_steps`` or when the file holds fewer rows
+    than ``episodes`` (then it is left as it is).
+    """
+    if not os.path.isfile(path):
+        if episodes:
+            raise ValueError(f"{path} is missing but the checkpoint counted {episodes} episodes")
+        return []
+    with open(path) as f:
+        header, *lines = f.read().splitlines()
+    kept = lines[:episodes]
+    pairs = []
+    for number, line in enumerate(kept, start=2):
+        try:
+            step, value = line.split(",")[:2]
+            pairs.append((int(step), float(value)))
+        except ValueError:
+            raise ValueError(f"{path} line {number} is damaged: {line!r}") from None
+    if len(pairs) < episodes:
+        raise ValueError(f"{path} holds {len(pairs)} episodes but the checkpoint counted {episodes}")
+    if pairs and pairs[-1][0] > env_steps:
+        raise ValueError(f"{path}: episode {episodes} is logged at step {pairs[-1][0]}, after the checkpoint's "
+                         f"{env_steps} env steps")
+    if len(lines) > episodes:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join([header, *kept]) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return pairs
 
 
 def make_metric_logger(backend: str | None, log_dir: str, exp_name: str,

@@ -36,6 +36,15 @@ class TrainRatio:
         if self.prev is not None:
             self.prev -= updates / self.ratio
 
+    def restart(self) -> None:
+        """Forgets the accounting: the next call starts it afresh (1 update, then the ratio from there).
+
+        For a resume without the saved replay: the steps that refill the buffer must not be owed as a
+        burst of updates once it holds a batch again. (Restarting at the resume step would not do: the
+        restored ``prev`` already is about the resume step; the burst is the refill itself.)
+        """
+        self.prev = None
+
     def state_dict(self) -> dict:
         return {"prev": self.prev}
 

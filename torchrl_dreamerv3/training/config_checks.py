@@ -1,0 +1,153 @@
+"""Every setting checked (type and range) before any env is built or any directory made.
+
+``check_config(cfg)`` raises ``ValueError`` naming the setting, its value and what is allowed. Numbers
+must be numbers (``opt.lr=abc`` fails here, not after the first 1,024 env steps); integer settings must be
+integers. The ``algo.*`` switches are checked by their own registry, the env/model presets by theirs.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import list_checkpoints
+from .logging import BACKENDS
+
+__all__ = ["check_config", "check_resumed_model_size", "RULES"]
+
+_ABSENT = object()
+
+
+def _rule(kind, low=None, high=None, low_open=False, high_open=False):
+    return dict(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open)
+
+
+INT, NUM, BOOL = "an integer", "a number", "true or false"
+POSITIVE = dict(low=0, low_open=True)
+FRACTION = dict(low=0, high=1)
+
+#: setting -> (type, range); a setting absent from the config is skipped.
+RULES = {
+    "seed": _rule(INT), "threads": _rule(INT, 0),
+    "batch_size": _rule(INT, 1), "batch_length": _rule(INT, 2), "replay_context": _rule(INT, 1, 1),
+    "free_nats": _rule(NUM, 0), "horizon": _rule(NUM, 1, low_open=True), "imag_length": _rule(INT, 1),
+    "replay.size": _rule(INT, 1), "replay.memmap": _rule(BOOL),
+    "run.steps": _rule(INT, 1), "run.train_ratio": _rule(NUM, **POSITIVE), "run.envs": _rule(INT, 1),
+    "run.steps_per_collect": _rule(INT, 1), "run.prefill": _rule(INT, 0), "run.log_every": _rule(NUM, 0),
+    "run.report_every": _rule(NUM), "run.save_every": _rule(NUM, 0), "run.eval_every": _rule(INT, 0),
+    "run.eval_eps": _rule(INT, 1),
+    "opt.lr": _rule(NUM, **POSITIVE), "opt.agc": _rule(NUM, **POSITIVE), "opt.eps": _rule(NUM, 0),
+    "opt.beta1": _rule(NUM, 0, 1, high_open=True), "opt.beta2": _rule(NUM, 0, 1, high_open=True),
+    "opt.warmup": _rule(INT, 0),
+    "opt3.model_lr": _rule(NUM, **POSITIVE), "opt3.actor_lr": _rule(NUM, **POSITIVE),
+    "opt3.critic_lr": _rule(NUM, **POSITIVE), "opt3.eps": _rule(NUM, 0), "opt3.clip": _rule(NUM, **POSITIVE),
+    "opt3.weight_decay": _rule(NUM, 0),
+    "retnorm.rate": _rule(NUM, 0, 1, low_open=True), "retnorm.limit": _rule(NUM, **POSITIVE),
+    "retnorm.perclo": _rule(NUM, 0, 100), "retnorm.perchi": _rule(NUM, 0, 100),
+    "slowvalue.rate": _rule(NUM, 0, 1, low_open=True),
+    "imag_loss.lam": _rule(NUM, **FRACTION), "imag_loss.actent": _rule(NUM, 0), "imag_loss.slowreg": _rule(NUM, 0),
+    "repl_loss.lam": _rule(NUM, **FRACTION),
+    "checkpoint.replay": _rule(BOOL), "checkpoint.keep": _rule(INT, 1),
+}
+LOSS_SCALE = _rule(NUM, 0)
+COLLECTORS = ("sync", "multisync")
+
+
+def _kind_ok(kind: str, value) -> bool:
+    if kind == BOOL:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == INT:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and not math.isnan(value)
+
+
+def _range_text(rule) -> str:
+    low = "" if rule["low"] is None else f"{'>' if rule['low_open'] else '>='} {rule['low']}"
+    high = "" if rule["high"] is None else f"{'<' if rule['high_open'] else '<='} {rule['high']}"
+    return " and ".join(p for p in (low, high) if p)
+
+
+def _check_value(name: str, value, rule) -> None:
+    allowed = rule["kind"] + (f" {_range_text(rule)}" if _range_text(rule) else "")
+    if not _kind_ok(rule["kind"], value):
+        hint = f"; write {int(value)}" if rule["kind"] == INT and isinstance(value, float) and value.is_integer() else ""
+        raise ValueError(f"{name}={value!r} ({type(value).__name__}) must be {allowed}{hint}")
+    low, high = rule["low"], rule["high"]
+    too_low = low is not None and (value <= low if rule["low_open"] else value < low)
+    too_high = high is not None and (value >= high if rule["high_open"] else value > high)
+    if too_low or too_high or (rule["kind"] == NUM and math.isinf(value)):
+        raise ValueError(f"{name}={value!r} is out of range: it must be {allowed}")
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    collector = OmegaConf.select(cfg, "run.collector", default=_ABSENT)
+    if collector is not _ABSENT and collector not in COLLECTORS:
+        raise ValueError(f"run.collector={collector!r} is unknown; choose one of {list(COLLECTORS)}")
+    backend = OmegaConf.select(cfg, "logger.backend", default=_ABSENT)
+    if backend is not _ABSENT and backend not in (*BACKENDS, "", None):
+        raise ValueError(f"logger.backend={backend!r} is unknown; choose one of {list(BACKENDS)}")
+    device = OmegaConf.select(cfg, "device", default=_ABSENT)
+    if device is not _ABSENT and device != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:<index>") from None
+
+
+def _check_relations(cfg: DictConfig) -> None:
+    get = lambda name: OmegaConf.select(cfg, name, default=None)  # noqa: E731
+    lo, hi = get("retnorm.perclo"), get("retnorm.perchi")
+    if lo is not None and hi is not None and lo >= hi:
+        raise ValueError(f"retnorm.perclo={lo} must be below retnorm.perchi={hi}")
+    size, batch, length = get("replay.size"), get("batch_size"), get("batch_length")
+    if None not in (size, batch, length) and size < batch * (length + 1):
+        raise ValueError(f"replay.size={size} cannot hold one batch of windows: it must be >= batch_size * "
+                         f"(batch_length + 1) = {batch * (length + 1)}")
+    envs = get("run.envs")
+    if size is not None and envs is not None and size // envs < length + 2:
+        raise ValueError(f"replay.size={size} over run.envs={envs} streams leaves {size // envs} rows per stream; "
+                         f"a window needs batch_length + 2 = {length + 2}")
+
+
+def _check_resume(cfg: DictConfig) -> None:
+    resume = OmegaConf.select(cfg, "resume", default=None)
+    if resume in (None, ""):
+        return
+    if not isinstance(resume, str):
+        raise ValueError(f"resume={resume!r} must be a run directory (a path)")
+    path = Path(resume)
+    if not path.is_dir():
+        raise ValueError(f"resume={resume!r}: no such directory; give a run directory (or its checkpoint/ "
+                         "directory) of an earlier run")
+    if not list_checkpoints(path):
+        raise ValueError(f"resume={resume!r} holds no checkpoint (no checkpoint/step_*/state.pt nor "
+                         "checkpoint/state.pt); was the run saved?")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks every setting of ``cfg`` named in :data:`RULES`, ``loss_scales.*``, the choices
+    (``run.collector``, ``logger.backend``, ``device``), their relations and ``resume``; creates nothing."""
+    for name, rule in RULES.items():
+        value = OmegaConf.select(cfg, name, default=_ABSENT)
+        if value is not _ABSENT:
+            _check_value(name, value, rule)
+    scales = OmegaConf.select(cfg, "loss_scales", default=None)
+    for key in scales or {}:
+        _check_value(f"loss_scales.{key}", scales[key], LOSS_SCALE)
+    _check_choices(cfg)
+    _check_relations(cfg)
+    _check_resume(cfg)
+
+
+def check_resumed_model_size(size: str, checkpoint_meta: dict) -> None:
+    """``size``: this run's *resolved* model size (``setup.resolve_size``); the checkpoint's ``meta["model_size"]``
+    was resolved the same way when it was saved. ``size=auto`` resolves per device kind, so comparing the
+    written ``model.size`` would let ``auto`` on a GPU continue a CPU run and fail inside ``load_state_dict``."""
+    saved = checkpoint_meta.get("model_size")
+    if saved is not None and saved != size:
+        raise ValueError(f"resume: the run was trained with model size {saved!r}, this config resolves to {size!r}"
+                         f" (model.size=auto picks by device); pass size={saved} to continue it")
