@@ -156,7 +156,7 @@ def test_replay_content_damage_and_count_and_spec_mismatches_are_errors(tmp_path
     path = _save(tmp_path, replay, 96)
     spec = replay_feature_spec(_batch(0))
     with pytest.raises(CheckpointError, match=r"holds 96 rows but the checkpoint's counters say 112"):
-        ckpt.load_replay_rows(_replay(), path / "replay", expected_len=112)
+        ckpt_io.load_replay_rows(_replay(), path / "replay", expected_len=112)
     wrong = dict(spec, obs=((4,), torch.float32))
     with pytest.raises(CheckpointError, match=r"obs.bin holds torch.float32 \(3,\) per row, expected torch.float32 \(4,\)"):
         _load(tmp_path, _replay(), replay_spec=wrong)

@@ -128,7 +128,7 @@ def test_nan_logits_give_a_clear_error_not_an_index_error():  # defect 7
 
 
 _HOLDER = "import sys, time; from torchrl_dreamerv3.training.run_lock import RunLock; " \
-          "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+          "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
 
 
 def test_a_second_process_meets_the_run_lock_and_a_killed_holder_leaves_none(tmp_path):  # defect 8

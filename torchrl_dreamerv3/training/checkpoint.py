@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .durable import CheckpointError, fsync_path, fsync_tree, write_text_atomic
-from .replay_io import load_replay_rows, save_replay_rows
+from .replay_io import load_replay, save_replay
 
 __all__ = ["save_checkpoint", "load_checkpoint", "resolve_checkpoint_dir", "list_checkpoints", "read_counters", "read_info",
            "CheckpointError"]
@@ -102,7 +102,7 @@ def save_checkpoint(directory: str | os.PathLike, *, learner, counters: dict, ra
              "ratio": ratio.state_dict(), "counters": dict(counters), "rng": _rng_state(),
              "has_replay": replay is not None, "meta": dict(meta or {})}
     if replay is not None:
-        save_replay_rows(replay, tmp / REPLAY_DIR)
+        save_replay(replay, tmp / REPLAY_DIR)
     torch.save(state, tmp / STATE_FILE)
     (tmp / INFO_FILE).write_text(json.dumps({"counters": dict(counters), "meta": dict(meta or {})}))
     fsync_tree(tmp)
@@ -171,7 +171,7 @@ def _load_one(directory: Path, learner, ratio, replay, replay_spec) -> dict:
         if not _STEP_DIR.match(directory.name):
             _load_old_layout_replay(replay, directory / REPLAY_DIR)
         else:
-            load_replay_rows(replay, directory / REPLAY_DIR, expected_len=state["counters"]["env_steps"],
+            load_replay(replay, directory / REPLAY_DIR, expected_len=state["counters"]["env_steps"],
                              spec=replay_spec)
     learner.load_state_dict(state["learner"])
     learner.optimizer.load_state_dict(state["optimizer"])

@@ -43,7 +43,7 @@ def train(cfg: DictConfig, env_fn: EnvFactory | None = None,
             agent's own actor.
     """
     run = start_run(cfg, env_fn=env_fn, behaviour_actor=behaviour_actor)
-    with StopRequest() as stop, run.collection:
+    with run.lock, StopRequest() as stop, run.collection:
         while True:
             owed = train_at_ratio(run, stop)
             record_episodes(run)
@@ -129,7 +129,8 @@ def save(run: Run) -> None:
     with run.collection.pause():
         record_episodes(run)
         save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
-                        replay=run.replay if run.cfg.checkpoint.replay else None)
+                        replay=run.replay if run.cfg.checkpoint.replay else None, keep=run.cfg.checkpoint.keep,
+                        meta={"model_size": run.model_size})
     run.logger.plot_returns(title=f"DreamerV3 {run.cfg.env.get('name', 'custom')}")
     run.clock["save"] = time.time()
 

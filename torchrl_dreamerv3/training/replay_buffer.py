@@ -240,7 +240,10 @@ def make_stream_replay(*, capacity: int, streams: int, slice_len: int, batch_siz
 
     def member(i: int) -> TensorDictReplayBuffer:
         if memmap:
-            storage = LazyMemmapStorage(per_stream, scratch_dir=None if scratch_dir is None else f"{scratch_dir}/{i}")
+            # existsok: a resumed run reuses the scratch files of the run it continues (the run lock keeps
+            # any other process out of them)
+            storage = LazyMemmapStorage(per_stream, scratch_dir=None if scratch_dir is None else f"{scratch_dir}/{i}",
+                                        existsok=True)
         else:
             storage = LazyTensorStorage(per_stream)
         sampler = StreamWindows(**sampler_kwargs) if online else UniformWindows(**sampler_kwargs)

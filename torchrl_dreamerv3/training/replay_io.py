@@ -21,7 +21,7 @@ from tensordict import TensorDictBase
 
 from .durable import CheckpointError
 
-__all__ = ["save_replay_rows", "load_replay_rows", "replay_feature_spec"]
+__all__ = ["save_replay", "load_replay", "save_replay_rows", "load_replay_rows", "replay_feature_spec"]
 
 MANIFEST = "manifest.json"
 STATE = "state.pt"
@@ -186,4 +186,44 @@ def load_replay_rows(replay, directory: str | os.PathLike, *, expected_len: int 
             storage._bump_mutation_revision()
     replay._writer.load_state_dict(extra["writer"])
     replay._sampler.load_state_dict(extra["sampler"])
+    return len(replay)
+
+
+def _members(replay) -> list | None:
+    """The per-stream buffers of an ensemble replay (``replay_buffer.StreamReplay``), else None."""
+    return list(replay._rbs) if hasattr(replay, "_rbs") else None
+
+
+def save_replay(replay, directory: str | os.PathLike) -> dict:
+    """:func:`save_replay_rows` for one buffer, or for each stream of an ensemble in ``stream_<i>/`` beside
+    a manifest of the whole (``len``: rows summed over streams)."""
+    members = _members(replay)
+    if members is None:
+        return save_replay_rows(replay, directory)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lens = [save_replay_rows(m, directory / f"stream_{i}")["len"] for i, m in enumerate(members)]
+    manifest = {"format": FORMAT, "len": sum(lens), "streams": len(members)}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def load_replay(replay, directory: str | os.PathLike, *, expected_len: int | None = None,
+                spec: dict | None = None) -> int:
+    """:func:`load_replay_rows` for one buffer or every stream of an ensemble; streams step together, so
+    each must hold ``expected_len / streams`` env steps."""
+    members = _members(replay)
+    if members is None:
+        return load_replay_rows(replay, directory, expected_len=expected_len, spec=spec)
+    directory = Path(directory)
+    manifest = _read_manifest(directory)
+    if manifest.get("streams") != len(members):
+        raise CheckpointError(f"replay in {directory} holds {manifest.get('streams')} streams, this run has "
+                              f"{len(members)} (run.envs differs)")
+    if expected_len is not None and expected_len % len(members):
+        raise CheckpointError(f"checkpoint counts {expected_len} env steps, not a multiple of the "
+                              f"{len(members)} streams in {directory}")
+    per_stream = None if expected_len is None else expected_len // len(members)
+    for i, member in enumerate(members):
+        load_replay_rows(member, directory / f"stream_{i}", expected_len=per_stream, spec=spec)
     return len(replay)

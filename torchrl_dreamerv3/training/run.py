@@ -12,16 +12,19 @@ from tensordict.nn import TensorDictModuleBase
 
 from ..envs.any_env import model_observation_keys
 from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_info
+from .config_checks import check_config, check_resumed_model_size
+from .guards import check_finite
 from .generations import generation_spec
 from .environment import EnvFactory, env_factory, make_collector, make_train_env
 from .learner import DreamerV3Learner
-from .logging import MetricLogger, make_logger
+from .logging import MetricLogger, cut_episodes_csv, make_logger, wandb_resume_kwargs
 from .parallel import ParallelCollection, SyncCollection, use_parallel
 from .progress import Progress
 from .ratio import TrainRatio
 from .replay_buffer import make_replay
-from .report import read_returns_csv
+from .replay_io import replay_feature_spec
+from .run_lock import RunLock
 from .setup import (
     REPLAY_KEYS,
     check_resume_config,
@@ -42,6 +45,8 @@ class Run:
 
     cfg: DictConfig
     logdir: Path
+    lock: RunLock
+    model_size: str
     device: torch.device
     make_env: EnvFactory
     agent: DreamerV3Modules
@@ -82,8 +87,15 @@ def _describe_size(cfg: DictConfig, device: torch.device) -> tuple[str, str | No
     return size, note
 
 
-def _build(cfg: DictConfig, logdir: Path, device: torch.device, make: EnvFactory,
-           behaviour_actor: TensorDictModuleBase | None):
+def _make_logger(cfg: DictConfig, logdir: Path) -> MetricLogger:
+    wandb_kwargs = OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None
+    if cfg.logger.backend == "wandb":  # a resumed run continues its own wandb run
+        wandb_kwargs = {**(wandb_kwargs or {}), **wandb_resume_kwargs(logdir)}
+    return MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3", wandb_kwargs), run_dir=str(logdir))
+
+
+def _build(cfg: DictConfig, logdir: Path, lock: RunLock, model_size: str, device: torch.device,
+           make: EnvFactory, behaviour_actor: TensorDictModuleBase | None):
     env = make_train_env(make, cfg.run.envs, cfg.seed)
     agent = make_agent(cfg, env, device)
     learner = make_learner(cfg, agent)
@@ -92,20 +104,27 @@ def _build(cfg: DictConfig, logdir: Path, device: torch.device, make: EnvFactory
     eval_policy = DreamerV3Policy(agent)  # the agent's own actor, without exploration noise
     replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
-    logger = MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3",
-                                      OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None),
-                          run_dir=str(logdir))
-    return env, Run(cfg=cfg, logdir=logdir, device=device, make_env=make, agent=agent, learner=learner,
+    logger = _make_logger(cfg, logdir)
+    return env, Run(cfg=cfg, logdir=logdir, lock=lock, model_size=model_size, device=device, make_env=make, agent=agent, learner=learner,
                     policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio, logger=logger,
                     deterministic_eval=spec.eval_deterministic)
 
 
-def _resume(run: Run) -> None:
-    run.counters.update(load_checkpoint(run.cfg.resume, learner=run.learner, ratio=run.ratio, replay=run.replay))
-    if not run.counters.pop("replay_restored"):
-        tqdm.tqdm.write("resumed without a saved replay buffer (checkpoint.replay=false): refilling it")
-    if (run.logdir / "episodes.csv").is_file():
-        run.logger.episode_returns = [(int(s), r) for s, r in zip(*read_returns_csv(run.logdir / "episodes.csv"))]
+def _resume(run: Run, env) -> None:
+    """Loads the newest complete checkpoint (its replay checked against the env's observation spec)."""
+    spec = replay_feature_spec(env.observation_spec.zero().select(*run.agent.obs_keys), len(env.batch_size))
+    loaded = load_checkpoint(run.cfg.resume, learner=run.learner, ratio=run.ratio, replay=run.replay,
+                             replay_spec=spec)
+    run.counters.update({k: loaded[k] for k in run.counters})
+    tqdm.tqdm.write(f"resumed from {loaded['checkpoint']} at {run.env_steps} env steps")
+    if not loaded["replay_restored"]:
+        run.ratio.restart()  # no catch-up burst for the refill: the ratio starts afresh once a batch fits
+        tqdm.tqdm.write("resumed without a saved replay buffer (checkpoint.replay=false): refilling it; the "
+                        "train ratio restarts when it holds a batch (no catch-up for the refill)")
+    # rows a killed run wrote after its checkpoint belong to a lost timeline
+    run.logger.episode_returns = cut_episodes_csv(run.logdir / "episodes.csv", run.counters["episodes"],
+                                                  run.env_steps)
+    run.logger.plot_returns(title=f"DreamerV3 {run.cfg.env.get('name', 'custom')}")
 
 
 def _start_prefill(run: Run, env) -> None:
@@ -146,6 +165,8 @@ def _make_collection(run: Run) -> SyncCollection:
     cfg, keys = run.cfg, (*run.agent.obs_keys, *REPLAY_KEYS)
 
     def write(batch):  # (envs, time); in parallel mode this runs in the collector's thread
+        # before anything is stored: a NaN stops the run and the replay (and its checkpoints) stays clean
+        check_finite(batch, [*run.agent.obs_keys, ("next", "reward")], run.collection.env_steps)
         run.replay.extend(batch.select(*keys))
 
     kwargs = dict(ready=lambda: _replay_ready(run), env_steps=run.env_steps, total_steps=int(cfg.run.steps))
@@ -160,6 +181,7 @@ _SPEED_HINT = ("Faster: size=debug, a smaller run.train_ratio, or a GPU; the pap
 def start_run(cfg: DictConfig, env_fn: EnvFactory | None = None,
               behaviour_actor: TensorDictModuleBase | None = None) -> Run:
     """Validates ``cfg``, then builds env, agent, learner, replay, logger and collector, resuming if asked."""
+    check_config(cfg)  # types and ranges of every setting; resume must hold a checkpoint; creates nothing
     validate_config(cfg)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -169,15 +191,18 @@ def start_run(cfg: DictConfig, env_fn: EnvFactory | None = None,
     logdir = _logdir(cfg)
     if cfg.resume and (logdir / "config.yaml").is_file():  # before it is overwritten with this config
         check_resume_config(cfg, OmegaConf.load(logdir / "config.yaml"))
+    if cfg.resume:
+        check_resumed_model_size(size, read_info(cfg.resume)["meta"])
     logdir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(logdir).acquire()  # one process per run directory; the kernel drops it if the process dies
     OmegaConf.save(cfg, logdir / "config.yaml")
 
-    env, run = _build(cfg, logdir, device, env_factory(cfg, env_fn), behaviour_actor)
+    env, run = _build(cfg, logdir, lock, size, device, env_factory(cfg, env_fn), behaviour_actor)
     # image observations (C, H, W), from the env spec: the encoder may be user-supplied
     spec = env.observation_spec
     run.image_keys = [k for k in model_observation_keys(env) if len(spec[k].shape) - len(env.batch_size) == 3]
     if cfg.resume:
-        _resume(run)
+        _resume(run, env)
     _start_prefill(run, env)
     _announce(run, size, note)
     run.collector = make_collector(cfg, run.make_env, env, run.policy, device)

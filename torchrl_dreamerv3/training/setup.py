@@ -77,8 +77,9 @@ def check_resume_config(cfg: DictConfig, saved: DictConfig) -> None:
     for name in RESUME_FIXED:
         now, then = (OmegaConf.select(c, name) for c in (cfg, saved))
         now, then = flat(now, name), flat(then, name)
+        # model.size is compared resolved (config_checks.check_resumed_model_size): auto may name the same size
         differing += [f"{k}={now.get(k)!r} (the run has {then.get(k)!r})" for k in sorted(set(now) | set(then))
-                      if now.get(k) != then.get(k)]
+                      if now.get(k) != then.get(k) and k != "model.size"]
     if differing:
         raise ValueError(
             "resume: this config cannot continue the saved run; differing settings: " + "; ".join(differing)
