@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,21 +86,32 @@ def run_one(game: str, seed: int, steps: int, logdir: Path, size: str | None, th
         os.pathsep), "OMP_NUM_THREADS": str(max(threads, 1))}
     print(" ".join(cmd[1:]), flush=True)
     start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    returncode, reached, tail = _stream(cmd, env, logdir / "atari100k_stdout.log")
     wall = time.time() - start
-    logdir.mkdir(parents=True, exist_ok=True)
-    with open(logdir / "atari100k_stdout.log", "a") as f:
-        f.write(proc.stdout)
-    reached = [int(n) for n in STOPPED.findall(proc.stdout)]
-    if proc.returncode != 0 or not reached or reached[-1] < steps:
-        tail = "\n".join(proc.stdout.splitlines()[-15:])
-        raise RuntimeError(f"{game} seed {seed} did not finish {steps} steps (exit code {proc.returncode}, "
-                           f"reached {reached[-1] if reached else 'unknown'}); output tail:\n{tail}")
+    if returncode != 0 or not reached or reached[-1] < steps:
+        raise RuntimeError(f"{game} seed {seed} did not finish {steps} steps (exit code {returncode}, "
+                           f"reached {reached[-1] if reached else 'unknown'}); output tail:\n" + "\n".join(tail))
     record = {"game": game, "seed": seed, "steps": reached[-1], "wall_s": wall, "resumed": resumed,
               "command": " ".join(cmd[1:])}
     (logdir / DONE_FILE).write_text(json.dumps(record, indent=1))
     print(f"{game} seed {seed}: {reached[-1]} steps in {wall / 60:.1f} min", flush=True)
     return record
+
+
+def _stream(cmd: list[str], env: dict, log_path: Path) -> tuple[int, list[int], list[str]]:
+    """Runs ``cmd``, echoing and appending its output to ``log_path``; returns the exit code, the step counts
+    of its ``stopped at N env steps`` lines and its last 15 lines."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=15)
+    reached: list[int] = []
+    with open(log_path, "a") as log, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                                       stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            sys.stdout.write(line)
+            tail.append(line.rstrip())
+            reached += [int(n) for n in STOPPED.findall(line)]
+    return proc.returncode, reached, list(tail)
 
 
 def score_game(game: str, logdirs: list[Path]) -> dict:
