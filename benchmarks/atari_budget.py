@@ -11,9 +11,11 @@ gives steady env steps/s ``fps`` and updates/s ``ups`` (the first interval, with
 is left out), from which ``t_update = (1 - fps * t_step) / ups``. Then a run of ``S`` env steps with ``U``
 updates costs ``S * t_step + U * t_update`` seconds.
 
-On a shared machine the wall-clock rates depend on the load, so each probe also records the CPU seconds
-of the main job (``getrusage`` of the child): ``share = CPU s / wall s`` is the part of a core it got, and
-the ``*_core`` numbers (rates divided by ``share``, times multiplied by it) estimate one uncontended core.
+On a shared machine the wall-clock rates depend on the load, so each probe also reads the main job's CPU
+seconds (``/proc/<pid>/stat``) over the same steady window: ``share = CPU s / wall s`` is the part of a core
+it got, and
+``t_step_core = t_step * share_acting`` and ``t_update_core = (share_training - fps * t_step_core) / ups``
+(CPU seconds per step and per update) estimate one uncontended core.
 The load average is printed with each probe.
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -41,31 +42,42 @@ def _read(path: Path) -> list[tuple[float, float]]:
     return [tuple(map(float, line.split(","))) for line in path.read_text().split() if line]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of a running process (all its threads), from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def probe(logdir: Path, seconds: float, overrides: list[str], threads: int) -> dict:
-    """Runs the main job for ``seconds``; returns steady fps / ups (first interval dropped) and the load."""
+    """Runs the main job for ``seconds``; returns its steady fps / ups (the perf intervals after the first)
+    and ``share``, its CPU seconds per wall second over the same window."""
     cmd = [sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), "env=atari100k", f"threads={threads}",
            f"logdir={logdir}", "run.log_every=20", "run.eval_every=0", "run.report_every=100000",
            "run.save_every=100000", *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     load_start = _load()
     logdir.mkdir(parents=True, exist_ok=True)
-    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+    perf = logdir / "dreamerv3" / "scalars" / "perf"
+    marks = []  # (wall, cpu) at each new perf line: the steady window runs from the first to the last
     with open(logdir / "probe_stdout.log", "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=300)
-    wall, after = time.time() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    perf = logdir / "dreamerv3" / "scalars" / "perf"
+        deadline = time.time() + seconds
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if len(_read(perf / "ups.csv")) > len(marks):
+                try:
+                    marks.append((time.time(), _cpu_seconds(proc.pid)))
+                except (FileNotFoundError, ProcessLookupError):  # it just exited
+                    break
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+    share = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0]) if len(marks) > 1 else float("nan")
     fps, ups = _read(perf / "fps.csv")[1:], _read(perf / "ups.csv")[1:]
     mean = (lambda xs: sum(v for _, v in xs) / len(xs) if xs else float("nan"))
     stopped = re.findall(r"stopped at (\d+) env steps, (\d+) updates", (logdir / "probe_stdout.log").read_text())
     steps, updates = map(int, stopped[-1]) if stopped else (0, 0)
     return {"fps": mean(fps), "ups": mean(ups), "intervals": len(fps), "load": f"{load_start} -> {_load()}",
-            "share": cpu / wall, "steps": steps, "updates": updates, "wall": wall}
+            "share": share, "steps": steps, "updates": updates, "wall": seconds}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -85,9 +97,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         training = probe(Path(args.runs) / f"{tag}_train", args.seconds, [f"size={size}", *args.extra], args.threads)
         t_step = 1.0 / acting["fps"]
         t_update = (1.0 - training["fps"] * t_step) / training["ups"]
+        # per CPU second: the training probe spends share CPU s per wall s on fps steps and ups updates
+        t_step_core = t_step * acting["share"]
+        t_update_core = (training["share"] - training["fps"] * t_step_core) / training["ups"]
         row = {"size": size, "extra": " ".join(args.extra), "t_step": t_step, "t_update": t_update, **training,
                "acting_load": acting["load"], "acting_share": acting["share"],
-               "t_step_core": t_step * acting["share"], "t_update_core": t_update * training["share"]}
+               "t_step_core": t_step_core, "t_update_core": t_update_core}
         rows.append(row)
         print(f"{size} {' '.join(args.extra)}: acting {acting['fps']:.1f} env steps/s (load {acting['load']}, "
               f"{acting['share']:.2f} of a core); training {training['fps']:.2f} env steps/s, {training['ups']:.3f} "
