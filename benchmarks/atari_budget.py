@@ -80,6 +80,13 @@ def probe(logdir: Path, seconds: float, overrides: list[str], threads: int) -> d
             "share": share, "steps": steps, "updates": updates, "wall": seconds}
 
 
+def max_train_ratio(budget_s: float, steps: int, t_step: float, t_update: float, batch_size: int,
+                    batch_length: int) -> float:
+    """The largest train ratio (trained steps per env step) whose run of ``steps`` env steps fits
+    ``budget_s``: ``steps * t_step + steps * ratio / (batch_size * batch_length) * t_update <= budget_s``."""
+    return (budget_s / steps - t_step) * batch_size * batch_length / t_update
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", nargs="+", default=["debug", "size1m"])
@@ -87,6 +94,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--acting-seconds", type=float, default=90)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default=str(ROOT / "runs" / "atari_budget"))
+    parser.add_argument("--budget-hours", type=float, default=2.5, help="for the train-ratio projection")
+    parser.add_argument("--batch", type=int, nargs=2, default=[16, 64], metavar=("SIZE", "LENGTH"),
+                        help="batch_size batch_length of the probes (for the projection; match any override)")
     parser.add_argument("extra", nargs="*", help="Hydra overrides for every probe (after --)")
     args = parser.parse_args(argv)
     rows = []
@@ -110,6 +120,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"updates in {training['wall']:.0f} s; load {training['load']}, {training['share']:.2f} of a core); "
               f"t_step {t_step * 1e3:.1f} ms, t_update {t_update:.2f} s; on one full core: t_step "
               f"{row['t_step_core'] * 1e3:.1f} ms, t_update {row['t_update_core']:.2f} s", flush=True)
+        for steps in (40_000, 60_000, 100_000):
+            ratio = max_train_ratio(args.budget_hours * 3600, steps, t_step_core, t_update_core, *args.batch)
+            print(f"  {steps} env steps in {args.budget_hours} h on one core: train ratio <= {ratio:.0f}")
     return rows
 
 

@@ -99,3 +99,9 @@ def test_runner_end_to_end_then_skips_the_complete_run(tmp_path, capsys):
     again = runner.main(argv)  # complete: no second training run, the same table
     assert "complete" in capsys.readouterr().out
     assert again["walls"]["breakout"][0] == wall and again["rows"][0]["score"] == row["score"]
+
+
+def test_budget_projection_formula():
+    budget = _load("atari_budget")
+    # 9000 s, 45,000 steps at 0.01 s: 8550 s for updates of 0.5 s = 17,100 updates x 256 / 45,000 = 97.28
+    assert budget.max_train_ratio(9000, 45_000, 0.01, 0.5, 8, 32) == pytest.approx(17_100 * 256 / 45_000)
