@@ -79,6 +79,9 @@ class DreamerV3Learner(nn.Module):
         if hard_interval < 1:
             raise ValueError(f"hard_interval must be >= 1, got {hard_interval}")
         self.hard_interval = hard_interval
+        # Data parallelism (training/distributed.py): averages the gradients over the ranks between
+        # backward and the optimiser step, so that AGC / the clip see the global gradient. None: one process.
+        self.grad_sync = None
         self.modules_ = modules
         m = modules
         latent = getattr(m.cfg, "latent", "categorical")
@@ -176,6 +179,8 @@ class DreamerV3Learner(nn.Module):
                 params = [p for p in groups[name] if p.requires_grad]
                 if params and part.requires_grad:
                     part.backward(inputs=params, retain_graph=i < len(parts) - 1)
+        if self.grad_sync is not None:
+            self.grad_sync()
         self.optimizer.step()
         self._update_slow_critic()
         keys = self.modules_.keys
