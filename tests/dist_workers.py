@@ -159,7 +159,8 @@ def sync_rank(ctx, out_dir):
         normalizer=fingerprint(learner.actor_loss.normalizer), slow=fingerprint(learner.value_loss.target_critic_network_params),
         initial=initial, moved=fingerprint(learner) != initial, loss=local[-1].item(),
         unsynced=fingerprint(unsynced)))
-    torch.save(seen, os.path.join(out_dir, f"rank{ctx.rank}.pt"))
+    flags = dict(any=dp.any(ctx.rank == 1), all=dp.all(ctx.rank == 1), steps=dp.global_sum(10 + ctx.rank))
+    torch.save(dict(seen=seen, flags=flags), os.path.join(out_dir, f"rank{ctx.rank}.pt"))
 
 
 def global_mean_rank(ctx, out_dir):

@@ -61,14 +61,17 @@ def test_two_ranks_with_half_batches_make_the_single_process_update(tmp_path, mo
 
 def test_ranks_stay_bitwise_equal_on_different_data(tmp_path):
     W.spawn(W.sync_rank, str(tmp_path))
-    seen = _load(tmp_path)[0]  # rank 0's gather of both ranks' fingerprints
-    a, b = seen
+    ranks = _load(tmp_path)
+    a, b = ranks[0]["seen"]  # rank 0's gather of both ranks' fingerprints
     assert a["initial"] == b["initial"], "attach must broadcast rank 0's initial state (the ranks were seeded apart)"
     for key in ("state", "optimizer", "normalizer", "slow"):
         assert a[key] == b[key], f"{key} differs between the ranks"
     assert a["moved"] and b["moved"]
     assert a["loss"] != b["loss"], "the ranks must have trained on different data"
     assert a["unsynced"] != b["unsynced"], "control: without attach the same init drifts apart on different data"
+    # the loop's agreements: a stop request or a not-ready shard on one rank holds for all; global env steps
+    for rank in ranks:
+        assert rank["flags"] == dict(any=True, all=False, steps=21)
 
 
 def test_global_mean_gives_the_exact_gradient_of_a_clamped_batch_mean_and_grad_sync_checks_the_ranks(tmp_path):

@@ -247,8 +247,8 @@ class DataParallel:
     Examples:
         >>> from torchrl_dreamerv3.training.distributed import DataParallel, init_distributed
         >>> dp = DataParallel(init_distributed())  # a plain run: one rank, every method is a no-op
-        >>> dp.is_main, dp.world_size, dp.env_seed(7), dp.global_sum(5), dp.any(False)
-        (True, 1, 7, 5, False)
+        >>> dp.is_main, dp.world_size, dp.env_seed(7), dp.global_sum(5), dp.any(False), dp.all(True)
+        (True, 1, 7, 5, False, True)
     """
 
     def __init__(self, ctx: DistContext | None = None):
@@ -308,6 +308,10 @@ class DataParallel:
         t = torch.tensor(1 if flag else 0, dtype=torch.int64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def all(self, flag: bool) -> bool:
+        """True on every rank when it is true on all (e.g. "the replay shard is ready to train")."""
+        return not self.any(not flag)
 
     def mean_metrics(self, metrics: TensorDictBase) -> TensorDictBase:
         """Scalar metrics averaged over the ranks (one all-reduce); every rank must call it."""
