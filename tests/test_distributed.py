@@ -3,6 +3,12 @@
 Each spawned test starts two fresh Python processes (a few seconds of imports each).
 """
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +144,43 @@ def test_gathered_normalizer_shares_the_state_dict_of_the_plain_one():
     gathered.update(torch.zeros(10))  # percentiles of the gathered [0]*10 + [10]*10: 0 and 10
     expected.update(torch.cat([torch.zeros(10), torch.full((10,), 10.0)]))
     assert torch.equal(gathered.lo, expected.lo) and torch.equal(gathered.hi, expected.hi)
+
+
+# ---------------------------------------------------------------- torchrun
+
+def _torchrun(directory, *extra, start_new_session=False):
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(Path(__file__).with_name("dist_loop.py")), "--dir", str(directory), *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=start_new_session)
+
+
+@pytest.mark.slow
+def test_sigint_under_torchrun_stops_every_rank_at_one_update_and_resume_continues(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to torchrun's process group): torchrun runs each worker in a session of its
+    own and forwards the signal once. Every rank must stop at the same update, rank 0 must save, and a resumed
+    run must continue the update counter with the ranks in sync."""
+    run = _torchrun(tmp_path, "--max-updates", "100000", start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "ready").exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[0]
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out = run.communicate(timeout=120)[0]
+    stops = re.findall(r"rank (\d) stopped at (\d+) updates, in_sync=(\w+)", out)
+    assert len(stops) == 2, out
+    assert len({n for _, n, _ in stops}) == 1 and all(s == "True" for _, _, s in stops), out
+    assert out.count("got 1 signal(s)") == 2, out  # one SIGINT per worker: a plain "second signal = leave now" is safe
+    stopped = int(stops[0][1])
+    saved = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert saved["counters"]["updates"] == stopped >= 3
+
+    resumed = _torchrun(tmp_path, "--max-updates", str(stopped + 2), "--resume")
+    out = resumed.communicate(timeout=180)[0]
+    assert resumed.returncode == 0, out
+    assert out.count(f"started at {stopped} updates, step {stopped}") == 2, out  # both ranks restored
+    assert sorted(re.findall(r"rank (\d) stopped at (\d+) updates, in_sync=(\w+)", out)) == [
+        ("0", str(stopped + 2), "True"), ("1", str(stopped + 2), "True")], out
+    assert torch.load(tmp_path / "state.pt", weights_only=False)["optimizer"]["param_groups"][0]["step"] == stopped + 2
