@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import warnings
 
 import torch
 import torch.multiprocessing as mp
@@ -177,9 +178,26 @@ def global_mean_rank(ctx, out_dir):
     torch.save(results, os.path.join(out_dir, f"rank{ctx.rank}.pt"))
 
 
+def adam3_rank(ctx, out_dir):
+    """DreamerV1's three Adams (per-group backward, per-group clip) through the learner's grad_sync hook."""
+    from test_generations_losses import V1_LOSSES, _learner
+    agent, learner = _learner("dreamerv1", OneHot(3), loss_kwargs=V1_LOSSES, critic_target="online", context="zero")
+    torch.manual_seed(ctx.rank)
+    for p in agent.parameters():  # different init per rank: attach must replace it by rank 0's
+        p.data.add_(torch.randn_like(p))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DataParallel(ctx).attach(learner)
+    for k in range(2):
+        learner.update(_window(agent, VEC, B=2, T=4, seed=10 * ctx.rank + k))
+    return dict(hooked=learner.grad_sync is not None, in_sync=DataParallel(ctx).in_sync(learner),
+                warned=any("free_avg=True" in str(w.message) for w in caught))
+
+
 def mismatch_rank(ctx, out_dir):
     """Rank 1 leaves one parameter without a gradient: both ranks must raise instead of pairing wrong buckets."""
-    global_mean_rank(ctx, out_dir)  # shares the spawn (process start-up is most of a spawned test's time)
+    global_mean_rank(ctx, out_dir)  # these share one spawn (process start-up is most of a spawned test's time)
+    torch.save(adam3_rank(ctx, out_dir), os.path.join(out_dir, f"adam3_rank{ctx.rank}.pt"))
     a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
     a.grad = torch.ones(3)
     b.grad = torch.ones(2) if ctx.rank == 0 else None

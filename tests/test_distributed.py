@@ -80,12 +80,16 @@ def test_ranks_stay_bitwise_equal_on_different_data(tmp_path):
         assert rank["flags"] == dict(any=True, all=False, steps=21)
 
 
-def test_global_mean_gives_the_exact_gradient_of_a_clamped_batch_mean_and_grad_sync_checks_the_ranks(tmp_path):
+def test_global_mean_grad_sync_checks_and_the_three_adams(tmp_path):
     """V1/V2's free nats clamp the batch mean: per rank the clamp must see the global mean. And GradSync
     refuses ranks whose gradient sets differ instead of pairing up the wrong buckets."""
     W.spawn(W.mismatch_rank, str(tmp_path))
     for message in _load(tmp_path, ext="txt"):
         assert "different parameters" in message
+    # DreamerV1 (three Adams, per-group backward and clip) syncs through the learner's hook and stays bitwise
+    # equal; its free nats on the batch mean are reported
+    for r in range(2):
+        assert torch.load(tmp_path / f"adam3_rank{r}.pt") == dict(hooked=True, in_sync=True, warned=True)
     w = torch.ones((), dtype=torch.float64, requires_grad=True)
     x = torch.tensor([3.0, 0.2, 0.1, 0.3, 0.4, 0.5], dtype=torch.float64)
     torch.clamp_min((w * x).mean(), 0.6).backward()  # global mean 0.75 > 0.6: d/dw = 0.75
