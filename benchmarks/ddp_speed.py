@@ -4,7 +4,9 @@ Each rank runs ``DreamerV3Learner.update`` on its own synthetic replay window ``
 gradient all-reduce and the all-gathered return percentiles of ``training/distributed.py``
 (communication included). Throughput = trained transitions per second = ranks * B * T * updates / wall
 time, timed between two barriers after ``--warmup`` updates. The last line is ``scaling: X.XX``
-(N-rank throughput over 1-rank throughput; ideal N).
+(N-rank throughput over 1-rank throughput; ideal N), and the scaling the all-reduce alone would allow
+(``N * t_update / (t_update + t_allreduce)``). The ranks meet at a barrier before each all-reduce, so the time
+spent waiting for a slower rank (a busy machine) is reported apart from the all-reduce itself.
 
     python benchmarks/ddp_speed.py --size size1m --obs vector17 --batch-size 16 --batch-length 64 --updates 5
     python benchmarks/ddp_speed.py --size size12m --obs image64 --updates 3    # bigger all-reduce
@@ -52,27 +54,30 @@ def run_rank(rank: int, world: int, port: int, args, out: dict | None) -> dict:
         agent = make_dreamerv3(shapes, OneHot(6), args.size)
         learner = DataParallel(ctx).attach(DreamerV3Learner(agent))
         window = make_window(agent, shapes, args.batch_size, args.batch_length, "cpu")
-        sync_time = [0.0]
+        sync_time = [0.0, 0.0]  # waiting for the slower rank, then the all-reduce itself
         if learner.grad_sync is not None:
             sync = learner.grad_sync
 
             def timed_sync():
                 start = time.perf_counter()
+                dist.barrier()
+                mid = time.perf_counter()
                 sync()
-                sync_time[0] += time.perf_counter() - start
+                sync_time[0] += mid - start
+                sync_time[1] += time.perf_counter() - mid
             learner.grad_sync = timed_sync
         for _ in range(args.warmup):
             learner.update(window.clone())
         if world > 1:
             dist.barrier()
-        sync_time[0] = 0.0
+        sync_time[:] = [0.0, 0.0]
         start = time.perf_counter()
         for _ in range(args.updates):
             learner.update(window.clone())
         if world > 1:
             dist.barrier()
         wall = time.perf_counter() - start
-        result = dict(wall=wall, sync=sync_time[0], params=agent.parameter_counts()["total"])
+        result = dict(wall=wall, wait=sync_time[0], sync=sync_time[1], params=agent.parameter_counts()["total"])
         if out is not None and rank == 0:
             out.update(result)
         return result
@@ -112,9 +117,12 @@ def main(argv=None) -> None:
           f"{args.updates} timed updates after {args.warmup}; load average {os.getloadavg()[0]:.2f}")
     results = [throughput(1, args), throughput(args.ranks, args)]
     for r in results:
-        print(f"ranks={r['world']}: {r['tps']:.0f} trained transitions/s, {r['wall'] / args.updates:.2f} s/update, "
-              f"gradient all-reduce {r['sync'] / args.updates * 1e3:.1f} ms/update ({r['params']:,} parameters)")
-    print(f"scaling: {results[1]['tps'] / results[0]['tps']:.2f}")
+        print(f"ranks={r['world']}: {r['tps']:.0f} trained transitions/s, {r['wall'] / args.updates:.3f} s/update; "
+              f"per update: waiting for the other rank {r['wait'] / args.updates * 1e3:.1f} ms, gradient all-reduce "
+              f"{r['sync'] / args.updates * 1e3:.1f} ms ({r['params']:,} parameters)")
+    one, many = results
+    bound = args.ranks * (one["wall"] / (one["wall"] + many["sync"]))  # the sync alone on dedicated cores
+    print(f"scaling: {many['tps'] / one['tps']:.2f} (with {args.ranks} dedicated cores and no waiting: {bound:.2f})")
 
 
 if __name__ == "__main__":
