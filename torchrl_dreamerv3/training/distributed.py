@@ -127,6 +127,8 @@ class DataParallel:
 
     def __init__(self, ctx: DistContext | None = None):
         self.ctx = ctx or DistContext()
+        # NCCL reduces CUDA tensors only; gloo takes CPU ones without a copy.
+        self._comm = self.ctx.device if self.ctx.backend == "nccl" else torch.device("cpu")
 
     @property
     def rank(self) -> int:
@@ -171,7 +173,7 @@ class DataParallel:
         """``value`` summed over the ranks (e.g. env steps, for the train ratio over the global step count)."""
         if not self.ctx.enabled:
             return value
-        t = torch.tensor(float(value), dtype=torch.float64)
+        t = torch.tensor(float(value), dtype=torch.float64, device=self._comm)
         dist.all_reduce(t)
         return type(value)(t.item())
 
@@ -179,7 +181,7 @@ class DataParallel:
         """True on every rank when it is true on any: a stop request reaches all ranks at the same update."""
         if not self.ctx.enabled:
             return bool(flag)
-        t = torch.tensor(1 if flag else 0, dtype=torch.int64)
+        t = torch.tensor(1 if flag else 0, dtype=torch.int64, device=self._comm)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -192,9 +194,9 @@ class DataParallel:
         if not self.ctx.enabled:
             return metrics
         keys = sorted(metrics.keys(True, True))
-        flat = torch.stack([metrics.get(k).detach().float().reshape(()).cpu() for k in keys])
+        flat = torch.stack([metrics.get(k).detach().float().reshape(()).to(self._comm) for k in keys])
         dist.all_reduce(flat)
-        flat /= self.world_size
+        flat = (flat / self.world_size).cpu()
         return TensorDict({k: v for k, v in zip(keys, flat.unbind(0))}, batch_size=[])
 
     def in_sync(self, *states) -> bool:
