@@ -110,6 +110,9 @@ class DreamerV3Learner(nn.Module):
         if hard_interval < 1:
             raise ValueError(f"hard_interval must be >= 1, got {hard_interval}")
         self.hard_interval = hard_interval
+        # Data parallelism (training/distributed.py): averages the gradients over the ranks between
+        # backward and the optimiser step, so that AGC / the clip see the global gradient. None: one process.
+        self.grad_sync = None
         self.modules_ = modules
         self.world_model_loss, self.actor_loss, self.value_loss = self.spec.build_losses(modules, loss_kwargs)
         for loss in (self.world_model_loss, self.actor_loss, self.value_loss):
@@ -174,6 +177,8 @@ class DreamerV3Learner(nn.Module):
         total = sum(value for key, value in losses.items() if key.startswith("loss_"))
         self.optimizer.zero_grad(set_to_none=True)
         self._backward(outputs, total)
+        if self.grad_sync is not None:
+            self.grad_sync()
         self.optimizer.step()
         self._update_slow_critic()
         keys = self.modules_.keys
