@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.collectors import Collector
@@ -42,8 +40,9 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from torchrl_dreamerv3.envs import DreamerWorldModelEnv, LatentFeatures, latent_features
-from torchrl_dreamerv3.training import train
-from torchrl_dreamerv3.training.checkpoint import resolve_checkpoint_dir
+from torchrl_dreamerv3.training import TrainRatio, train
+from torchrl_dreamerv3.training.checkpoint import load_checkpoint, read_counters
+from torchrl_dreamerv3.training.replay_buffer import make_replay
 from torchrl_dreamerv3.training.environment import env_factory, make_train_env
 from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
@@ -152,29 +151,26 @@ def refine_world_model(args: Args, run: str, ppo_actor) -> None:
     into (here: the cart drifting off the track), so it cannot warn PPO about them. Letting PPO's policy
     collect, then training on that data, is the Dyna loop; PPO itself still trains only in imagination.
     """
-    directory = resolve_checkpoint_dir(run)
-    cfg = OmegaConf.load(directory.parent / "config.yaml")
-    done = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)["counters"]["env_steps"]
-    cfg.resume, cfg.run.steps = str(directory.parent), int(done + args.refine_steps)
+    cfg = OmegaConf.load(Path(run) / "config.yaml")
+    done = read_counters(run)["env_steps"]
+    cfg.resume, cfg.run.steps = str(run), int(done + args.refine_steps)
     features = TensorDictModule(latent_features, in_keys=["deter", "stoch"], out_keys=["feature"])
     train(cfg, behaviour_actor=TensorDictSequential(features, ppo_actor))
 
 
 def load_world_model(run: str):
     """The agent and its replayed posterior latents (``deter``/``stoch``) from a training run directory."""
-    directory = resolve_checkpoint_dir(run)
-    cfg = OmegaConf.load(directory.parent / "config.yaml")
+    cfg = OmegaConf.load(Path(run) / "config.yaml")
     env = make_train_env(env_factory(cfg), cfg.run.envs, cfg.seed)
     agent = make_agent(cfg, env, torch.device("cpu"))
     learner = make_learner(cfg, agent)
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=False)
-    learner.load_state_dict(state["learner"])
+    replay = make_replay(cfg)
+    ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
+    loaded = load_checkpoint(run, learner=learner, ratio=ratio, replay=replay)
     starts = None
-    if state["has_replay"]:  # the stored posteriors, read from the memory-mapped storage without loading it all
-        storage = directory / "replay" / "storage"
-        filled = json.loads((storage / "storage_metadata.json").read_text())["len"]
-        stored = TensorDict.load_memmap(storage)
-        starts = stored[: filled // stored.shape[1]].select("deter", "stoch").reshape(-1).clone()
+    if loaded["replay_restored"]:  # the stored posteriors of every stream
+        rows = [m.storage[: len(m.storage)].select("deter", "stoch") for m in replay._rbs]
+        starts = torch.cat(rows).clone()
     return agent.eval().requires_grad_(False), env, starts
 
 

@@ -169,6 +169,18 @@ class DataParallel:
         _warn_batch_mean_clamp(learner)
         return learner
 
+    def from_main(self, value):
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if not self.ctx.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.ctx.enabled:
+            dist.barrier()
+
     def global_sum(self, value: int | float) -> int | float:
         """``value`` summed over the ranks (e.g. env steps, for the train ratio over the global step count)."""
         if not self.ctx.enabled:

@@ -15,12 +15,14 @@ owes an update while a thread collects. Each step is a small function below; con
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 from omegaconf import DictConfig
 from tensordict.nn import TensorDictModuleBase
 
 from .checkpoint import save_checkpoint
+from .distributed import shutdown_distributed
 from .environment import EnvFactory, make_eval_env
 from .evaluation import evaluate
 from .report import open_loop_report
@@ -43,17 +45,19 @@ def train(cfg: DictConfig, env_fn: EnvFactory | None = None,
             agent's own actor.
     """
     run = start_run(cfg, env_fn=env_fn, behaviour_actor=behaviour_actor)
-    with run.lock, StopRequest() as stop, run.collection:
+    with run.lock or contextlib.nullcontext(), StopRequest() as stop, run.collection:
         while True:
             owed = train_at_ratio(run, stop)
             record_episodes(run)
             log_progress(run)
             report_open_loop(run)
             evaluate_on_cadence(run)
+            # under torchrun every rank must take the same decision at the same round (dp.any)
+            stopping = run.dp.any(stop.requested)
             done = not owed and run.collection.finished
-            if stop.requested or done or time.time() - run.clock["save"] >= cfg.run.save_every:
+            if stopping or done or run.dp.any(time.time() - run.clock["save"] >= cfg.run.save_every):
                 save(run)
-            if stop.requested or done:
+            if stopping or done:
                 break
     return finish(run)
 
@@ -65,7 +69,7 @@ def train_at_ratio(run: Run, stop: StopRequest) -> int:
     for _ in range(owed):
         train_step(run)
         run.collection.update_done()
-        if stop.requested:
+        if stop.requested and run.dp.world_size == 1:  # ranks stop together, after the round
             break
     if owed:
         run.progress.training_step(run.counters)
@@ -82,16 +86,17 @@ def train_step(run: Run) -> None:
 
 def record_episodes(run: Run) -> None:
     """Episode returns finished since the last call, and the env steps collected."""
-    for value, length in run.collection.episodes():
+    for value, length in run.collection.episodes():  # under torchrun: rank 0's episodes
         run.counters["episodes"] += 1
         run.last_return = value
         run.logger.log_episode(run.env_steps, value, length)
-    run.progress.advance(run.collection.env_steps - run.env_steps)
-    run.counters["env_steps"] = run.collection.env_steps
+    env_steps = run.collection.env_steps * run.dp.world_size  # every rank collects the same steps per round
+    run.progress.advance(env_steps - run.env_steps)
+    run.counters["env_steps"] = env_steps
 
 
 def log_progress(run: Run) -> None:
-    if time.time() - run.clock["log"] < run.cfg.run.log_every:
+    if not run.dp.is_main or time.time() - run.clock["log"] < run.cfg.run.log_every:
         return
     perf = run.progress.throughput(run.counters)
     run.logger.log_scalars(perf, run.env_steps, "perf")
@@ -104,7 +109,7 @@ def log_progress(run: Run) -> None:
 def report_open_loop(run: Run, force: bool = False) -> None:
     """The reference's open-loop video (first half observed, second half imagined) for image observations."""
     due = time.time() - run.clock["report"] >= run.cfg.run.report_every
-    if run.metrics is None or not run.image_keys or not (due or force):
+    if not run.dp.is_main or run.metrics is None or not run.image_keys or not (due or force):
         return
     window = run.replay.sample_uniform(min(4, run.cfg.batch_size)).to(run.device)
     video, scores = open_loop_report(run.agent, window)
@@ -117,20 +122,24 @@ def evaluate_on_cadence(run: Run) -> None:
     cfg = run.cfg
     if not cfg.run.eval_every or run.env_steps - run.clock["eval_step"] < cfg.run.eval_every:
         return
+    run.clock["eval_step"] = run.env_steps
+    if not run.dp.is_main:  # the other ranks wait for rank 0 at the next gradient all-reduce
+        return
     env = make_eval_env(run.make_env, cfg.seed, run.agent)
     with run.collection.pause():  # the exploration type is process-wide: the collector must not act meanwhile
         returns = evaluate(env, run.eval_policy, cfg.run.eval_eps, deterministic=run.deterministic_eval)
     run.logger.log_scalars({"return": sum(returns) / len(returns)}, run.env_steps, "eval")
-    run.clock["eval_step"] = run.env_steps
 
 
 def save(run: Run) -> None:
     """A consistent cut: collection paused, so replay rows == env steps counted and the ratio matches."""
     with run.collection.pause():
         record_episodes(run)
-        save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
-                        replay=run.replay if run.cfg.checkpoint.replay else None, keep=run.cfg.checkpoint.keep,
-                        meta={"model_size": run.model_size})
+        if run.dp.is_main:  # the other ranks hold the same learner state (under torchrun)
+            save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
+                            replay=run.replay if run.cfg.checkpoint.replay else None, keep=run.cfg.checkpoint.keep,
+                            meta={"model_size": run.model_size})
+        run.dp.barrier()  # no rank exits before rank 0 has saved
     run.logger.plot_returns(title=f"DreamerV3 {run.cfg.env.get('name', 'custom')}")
     run.clock["save"] = time.time()
 
@@ -143,7 +152,9 @@ def finish(run: Run) -> dict:
         if run.cfg.run.report_every >= 0:
             report_open_loop(run, force=True)
     run.logger.close()
+    shutdown_distributed()
     c = run.counters
-    print(f"stopped at {c['env_steps']} env steps, {c['updates']} updates, {c['episodes']} episodes; "
-          f"checkpoint in {run.logdir / 'checkpoint'}")
+    if run.dp.is_main:
+        print(f"stopped at {c['env_steps']} env steps, {c['updates']} updates, {c['episodes']} episodes; "
+              f"checkpoint in {run.logdir / 'checkpoint'}")
     return dict(c)

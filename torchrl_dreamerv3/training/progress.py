@@ -24,10 +24,11 @@ class Progress:
     updates the train ratio asks for, so it is the rate of the rest of the run.
     """
 
-    def __init__(self, total: int, counters: dict, estimate_after: float = 60.0, hint: str = ""):
-        self.total, self.estimate_after, self.hint = total, estimate_after, hint
+    def __init__(self, total: int, counters: dict, estimate_after: float = 60.0, hint: str = "",
+                 disable: bool = False):
+        self.total, self.estimate_after, self.hint, self.disable = total, estimate_after, hint, disable
         self.bar = tqdm.tqdm(total=total, initial=counters["env_steps"], unit="step", dynamic_ncols=True,
-                             desc="env steps")
+                             desc="env steps", disable=disable)
         self._since = dict(t=time.time(), steps=counters["env_steps"], updates=counters["updates"])
         self._training_began: tuple[float, int] | None = None
         self.estimate: float | None = None  # seconds left, once printed
@@ -55,7 +56,7 @@ class Progress:
             self._training_began = (now, counters["env_steps"])
             return
         began, steps = self._training_began
-        if self.estimate is not None or now - began < self.estimate_after or counters["env_steps"] <= steps:
+        if self.disable or self.estimate is not None or now - began < self.estimate_after or counters["env_steps"] <= steps:
             return
         rate = (counters["env_steps"] - steps) / (now - began)
         self.estimate = max(self.total - counters["env_steps"], 0) / rate

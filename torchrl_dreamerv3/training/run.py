@@ -14,6 +14,7 @@ from ..envs.any_env import model_observation_keys
 from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
 from .checkpoint import load_checkpoint, read_info
 from .config_checks import check_config, check_resumed_model_size
+from .distributed import DataParallel, init_distributed, rank_seed
 from .guards import check_finite
 from .generations import generation_spec
 from .environment import EnvFactory, env_factory, make_collector, make_train_env
@@ -45,7 +46,8 @@ class Run:
 
     cfg: DictConfig
     logdir: Path
-    lock: RunLock
+    lock: RunLock | None
+    dp: DataParallel
     model_size: str
     device: torch.device
     make_env: EnvFactory
@@ -87,25 +89,29 @@ def _describe_size(cfg: DictConfig, device: torch.device) -> tuple[str, str | No
     return size, note
 
 
-def _make_logger(cfg: DictConfig, logdir: Path) -> MetricLogger:
+def _make_logger(cfg: DictConfig, logdir: Path, main: bool) -> MetricLogger:
+    if not main:  # under torchrun only rank 0 writes logs, episodes.csv and plots
+        return MetricLogger(None, run_dir=None)
     wandb_kwargs = OmegaConf.to_container(cfg.logger.wandb) if "wandb" in cfg.logger else None
     if cfg.logger.backend == "wandb":  # a resumed run continues its own wandb run
         wandb_kwargs = {**(wandb_kwargs or {}), **wandb_resume_kwargs(logdir)}
     return MetricLogger(make_logger(cfg.logger.backend, str(logdir), "dreamerv3", wandb_kwargs), run_dir=str(logdir))
 
 
-def _build(cfg: DictConfig, logdir: Path, lock: RunLock, model_size: str, device: torch.device,
-           make: EnvFactory, behaviour_actor: TensorDictModuleBase | None):
-    env = make_train_env(make, cfg.run.envs, cfg.seed)
+def _build(cfg: DictConfig, logdir: Path, lock: RunLock | None, dp: DataParallel, model_size: str,
+           device: torch.device, make: EnvFactory, behaviour_actor: TensorDictModuleBase | None):
+    env = make_train_env(make, cfg.run.envs, dp.env_seed(cfg.seed))  # ranks collect on seeds of their own
     agent = make_agent(cfg, env, device)
     learner = make_learner(cfg, agent)
     spec = generation_spec(cfg)
     policy = DreamerV3Policy(agent, expl_noise=spec.expl_noise, actor=behaviour_actor)  # V1: additive noise
     eval_policy = DreamerV3Policy(agent)  # the agent's own actor, without exploration noise
-    replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
+    replay = make_replay(cfg, scratch_dir=str(logdir / ("replay_memmap" + (f"_rank{dp.rank}" if dp.rank else ""))))
+    # Each rank runs the ratio on its own env steps with its own batch: with every rank collecting the same
+    # steps per round, that is the reference's ratio over the global steps and global batch (N x B).
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
-    logger = _make_logger(cfg, logdir)
-    return env, Run(cfg=cfg, logdir=logdir, lock=lock, model_size=model_size, device=device, make_env=make, agent=agent, learner=learner,
+    logger = _make_logger(cfg, logdir, dp.is_main)
+    return env, Run(cfg=cfg, logdir=logdir, lock=lock, dp=dp, model_size=model_size, device=device, make_env=make, agent=agent, learner=learner,
                     policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio, logger=logger,
                     deterministic_eval=spec.eval_deterministic)
 
@@ -169,10 +175,25 @@ def _make_collection(run: Run) -> SyncCollection:
         check_finite(batch, [*run.agent.obs_keys, ("next", "reward")], run.collection.env_steps)
         run.replay.extend(batch.select(*keys))
 
-    kwargs = dict(ready=lambda: _replay_ready(run), env_steps=run.env_steps, total_steps=int(cfg.run.steps))
-    if use_parallel(cfg.run.get("async_collect", "auto"), run.device):
+    world = run.dp.world_size  # the counters count every rank's env steps; the collection counts its own
+    kwargs = dict(ready=lambda: _replay_ready(run), env_steps=run.env_steps // world,
+                  total_steps=-(-int(cfg.run.steps) // world))
+    # under torchrun every rank collects in step with its updates, so all ranks owe the same updates
+    if world == 1 and use_parallel(cfg.run.get("async_collect", "auto"), run.device):
         return ParallelCollection(run.collector, write, run.ratio, max_ahead=int(cfg.run.max_ahead), **kwargs)
     return SyncCollection(run.collector, write, run.ratio, **kwargs)
+
+
+def _check_distributed(cfg: DictConfig, dp: DataParallel) -> None:
+    """What the data-parallel path does not support yet, refused before anything is built."""
+    if dp.world_size == 1:
+        return
+    if cfg.run.get("async_collect", "auto") is True:
+        raise ValueError("run.async_collect=true is not supported under torchrun yet: every rank must collect the "
+                         "same env steps per round (use run.async_collect=false or auto)")
+    if cfg.checkpoint.replay:
+        raise ValueError("checkpoint.replay=true is not supported under torchrun yet (each rank's replay shard "
+                         "would need saving); resume refills the replays instead")
 
 
 _SPEED_HINT = ("Faster: size=debug, a smaller run.train_ratio, or a GPU; the paper's setting: size=size200m on a GPU.")
@@ -183,32 +204,42 @@ def start_run(cfg: DictConfig, env_fn: EnvFactory | None = None,
     """Validates ``cfg``, then builds env, agent, learner, replay, logger and collector, resuming if asked."""
     check_config(cfg)  # types and ranges of every setting; resume must hold a checkpoint; creates nothing
     validate_config(cfg)
-    torch.manual_seed(cfg.seed)
+    ctx = init_distributed(None if cfg.device == "auto" else cfg.device)  # no-op without torchrun
+    dp = DataParallel(ctx)
+    _check_distributed(cfg, dp)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = ctx.device if ctx.enabled else resolve_device(cfg.device)
     size, note = _describe_size(cfg, device)
-    logdir = _logdir(cfg)
+    logdir = dp.from_main(_logdir(cfg))  # ${now:...} in logdir resolves per process: rank 0's wins
     if cfg.resume and (logdir / "config.yaml").is_file():  # before it is overwritten with this config
         check_resume_config(cfg, OmegaConf.load(logdir / "config.yaml"))
     if cfg.resume:
         check_resumed_model_size(size, read_info(cfg.resume)["meta"])
-    logdir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(logdir).acquire()  # one process per run directory; the kernel drops it if the process dies
-    OmegaConf.save(cfg, logdir / "config.yaml")
+    lock = None
+    if dp.is_main:
+        logdir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(logdir).acquire()  # one process per run directory; the kernel drops it if the process dies
+        OmegaConf.save(cfg, logdir / "config.yaml")
+    dp.barrier()
 
-    env, run = _build(cfg, logdir, lock, size, device, env_factory(cfg, env_fn), behaviour_actor)
+    env, run = _build(cfg, logdir, lock, dp, size, device, env_factory(cfg, env_fn), behaviour_actor)
     # image observations (C, H, W), from the env spec: the encoder may be user-supplied
     spec = env.observation_spec
     run.image_keys = [k for k in model_observation_keys(env) if len(spec[k].shape) - len(env.batch_size) == 3]
     if cfg.resume:
         _resume(run, env)
+    if dp.world_size > 1:
+        dp.attach(run.learner)  # rank 0's state everywhere, gradient all-reduce before AGC, global percentiles
+        torch.manual_seed(rank_seed(cfg.seed, dp.rank) + run.counters["updates"])  # imagination noise apart
     _start_prefill(run, env)
-    _announce(run, size, note)
+    if dp.is_main:
+        _announce(run, size, note)
     run.collector = make_collector(cfg, run.make_env, env, run.policy, device)
     run.collection = _make_collection(run)
     run.progress = Progress(int(cfg.run.steps), run.counters, estimate_after=cfg.run.get("estimate_after", 60),
-                            hint=_SPEED_HINT)
+                            hint=_SPEED_HINT, disable=not dp.is_main)
     now = time.time()
     run.clock = dict(log=now, report=now, save=now, eval_step=run.env_steps)
     return run
