@@ -6,6 +6,7 @@ and DreamerV2 (SPEC_V1_V2 §1.5, §2.4-§2.6; ``configs/algo/*.yaml``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -80,6 +81,9 @@ class DreamerV3Learner(nn.Module):
             raise ValueError(f"hard_interval must be >= 1, got {hard_interval}")
         self.hard_interval = hard_interval
         self.modules_ = modules
+        # The loss forward runs inside this context (training/acceleration.py sets bf16 autocast);
+        # backward and the optimiser step run outside it, in float32.
+        self.forward_context = contextlib.nullcontext
         m = modules
         latent = getattr(m.cfg, "latent", "categorical")
         head_dist = getattr(m.cfg, "head_dist", "twohot")
@@ -149,7 +153,8 @@ class DreamerV3Learner(nn.Module):
 
     def losses(self, window: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
         """Forward pass only: ``(loss/metric tensordict, step-layout data)``."""
-        outputs, data = self._loss_outputs(window)
+        with self.forward_context():
+            outputs, data = self._loss_outputs(window)
         return self._merge(outputs), data
 
     @staticmethod
@@ -161,7 +166,8 @@ class DreamerV3Learner(nn.Module):
         return merged
 
     def update(self, window: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
-        outputs, data = self._loss_outputs(window)
+        with self.forward_context():
+            outputs, data = self._loss_outputs(window)
         losses = self._merge(outputs)
         total = sum(value for key, value in losses.items() if key.startswith("loss_"))
         self.optimizer.zero_grad(set_to_none=True)
