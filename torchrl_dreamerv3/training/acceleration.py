@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 __all__ = ["PRECISIONS", "COMPILE_MODES", "Acceleration", "accelerate", "enable_tf32", "compiled_graphs",
-           "f32_output_modules"]
+           "graph_breaks", "f32_output_modules"]
 
 PRECISIONS = ("float32", "bfloat16")
 #: torch.compile modes; ``reduce-overhead`` adds CUDA graphs (CUDA only).
@@ -160,13 +160,14 @@ def _compile_agent(agent: nn.Module, acc: Acceleration) -> None:
             module.compile(**kwargs)
 
 
-def accelerate(learner: nn.Module | None, acc: Acceleration, agent: nn.Module | None = None) -> Acceleration:
-    """Applies ``acc`` in place to a learner's agent (and so to the acting policy that shares it).
+def accelerate(learner: nn.Module | None, acc: Acceleration, agent: nn.Module | None = None,
+               policies=()) -> Acceleration:
+    """Applies ``acc`` in place to a learner's agent, the learner and the acting ``policies``.
 
-    bf16: float32 output layers and the learner's ``forward_context`` set to autocast. compile: the
-    per-step pieces compiled (module docstring). TF32 is switched on for CUDA. Returns ``acc``.
-    The acting policy, a :class:`~torchrl_dreamerv3.modules.DreamerV3Policy` over the same agent,
-    runs the compiled pieces too; wrap its calls in :func:`policy_context` for bf16.
+    bf16: float32 output layers on the agent, and the ``forward_context`` of the learner (its loss
+    forward) and of each :class:`~torchrl_dreamerv3.modules.DreamerV3Policy` set to autocast.
+    compile: the per-step pieces of the agent compiled (module docstring); policies over the same
+    agent run them too. TF32 is switched on for CUDA. Returns ``acc``.
     """
     if agent is None:
         agent = learner.modules_
@@ -174,8 +175,9 @@ def accelerate(learner: nn.Module | None, acc: Acceleration, agent: nn.Module | 
         enable_tf32()
     if acc.bf16:
         _cast_outputs_to_f32(agent)
-    if learner is not None:
-        learner.forward_context = acc.autocast
+    for owner in (learner, *policies):
+        if owner is not None:
+            owner.forward_context = acc.autocast
     if acc.compile:
         # Random ops inside compiled graphs draw from the eager generator, so a compiled run samples
         # exactly what the eager run samples for the same seed.
@@ -201,15 +203,3 @@ def graph_breaks() -> dict[str, int]:
     from torch._dynamo.utils import counters
 
     return dict(counters["graph_break"])
-
-
-def wrap_policy(policy: Callable, acc: Acceleration) -> Callable:
-    """``policy`` run under the forward context of ``acc`` (bf16 autocast); the compiled pieces are shared."""
-    if not acc.bf16:
-        return policy
-
-    def run(tensordict):
-        with acc.autocast():
-            return policy(tensordict)
-
-    return run

@@ -15,6 +15,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
 from ..modules import DreamerV3Policy, PrefillActor
+from .acceleration import Acceleration, accelerate
 from .checkpoint import load_checkpoint, save_checkpoint
 from .logging import MetricLogger, make_logger
 from .ratio import TrainRatio
@@ -114,6 +115,7 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
     # collection (V1: additive exploration noise)
     policy = DreamerV3Policy(agent, expl_noise=expl_noise, actor=behaviour_actor)
     eval_policy = DreamerV3Policy(agent)
+    acceleration = accelerate(learner, Acceleration.from_config(cfg, device), policies=(policy, eval_policy))
     replay = make_replay(cfg, scratch_dir=str(logdir / "replay_memmap"))
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
     counters = dict(env_steps=0, updates=0, episodes=0)
@@ -135,7 +137,8 @@ def train(cfg: DictConfig, behaviour_actor: TensorDictModuleBase | None = None) 
         logger.episode_returns = [(int(s), r) for s, r in zip(*read_returns_csv(logdir / "episodes.csv"))]
     counts = agent.parameter_counts()
     print(f"torchrl_dreamerv3: env={cfg.env.name} device={device} model={size} params={counts['total']:,} "
-          f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}) logdir={logdir}")
+          f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}) logdir={logdir} "
+          f"compute={acceleration.describe()}")
     if note:
         print(note)
     logger.log_hparams(OmegaConf.to_container(cfg, resolve=True))
