@@ -33,7 +33,7 @@ else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   SIZES=debug; BIG=debug; SECONDS_MAIN=20; UPDATES=1
   MAIN=(env=cartpole size=debug batch_size=2 batch_length=8 run.train_ratio=64)
-  LIMITS=(30 40 60 60 30 60)
+  LIMITS=(60 90 150 150 90 120)  # safety nets only: about 50 s in all on an idle 2-core machine
   EXTRA=(--batch-size 2 --batch-length 8 --warmup 1 --obs vector17)
 fi
 EXTRA=(${EXTRA[@]+"${EXTRA[@]}"} --device "$DEVICE" --out "$OUT")
