@@ -13,6 +13,9 @@ shape (the observe loop's ``B``, imagination's ``B * T``, the acting batch) is c
 - ``rssm.core.step``: the block-GRU step of the observe loop, of imagination and of acting;
 - ``rssm.prior`` and the posterior output layers, every prediction head, the encoder and decoder nets.
 
+None of them draws random numbers (the latent and action samples stay eager), so a compiled run
+samples exactly what the eager run samples for the same seed.
+
 Each compiled piece has its backward compiled too (AOTAutograd). The whole loss is not compiled as one
 graph: its Python loops (64 observe steps, 15 imagination steps) unroll into graphs whose Inductor
 warm-up on a CPU takes many minutes, and it graph-breaks at the observe loop's host-side reset list
@@ -179,9 +182,6 @@ def accelerate(learner: nn.Module | None, acc: Acceleration, agent: nn.Module | 
         if owner is not None:
             owner.forward_context = acc.autocast
     if acc.compile:
-        # Random ops inside compiled graphs draw from the eager generator, so a compiled run samples
-        # exactly what the eager run samples for the same seed.
-        torch._inductor.config.fallback_random = True
         # One code object (e.g. MLPHead.forward) serves every head instance, each at its own batch
         # shapes and grad modes: more cache entries than Dynamo's default limit of 8, all legitimate.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _CACHE_ENTRIES)
