@@ -47,8 +47,8 @@ def _assert_rel_close(actual, expected, rtol, what):
 def test_compiled_update_matches_eager_and_does_not_recompile_after_warm_up():
     eager, compiled = _twin_learners(VEC, OneHot(3), COMPILED, opt_kwargs=dict(warmup=0))
     graphs = []
-    for seed in range(4):  # new data every update
-        window = _window(eager.modules_, VEC, B=3, T=5, seed=seed)
+    for seed in range(3):  # new data every update
+        window = _window(eager.modules_, VEC, B=3, T=4, seed=seed)
         m_e, lat_e, d_e = _update(eager, window, seed)
         m_c, lat_c, d_c = _update(compiled, window, seed)
         graphs.append(compiled_graphs())
@@ -59,7 +59,7 @@ def test_compiled_update_matches_eager_and_does_not_recompile_after_warm_up():
         torch.testing.assert_close(lat_c["deter"], lat_e["deter"], rtol=1e-5, atol=1e-6)
     assert any(d.abs().sum() > 0 for d in d_e)  # the updates moved the parameters
     assert graphs[0] > 0
-    assert graphs[1] == graphs[2] == graphs[3], f"recompiled after warm-up: graphs per update {graphs}"
+    assert graphs[1] == graphs[2], f"recompiled after warm-up: graphs per update {graphs}"
 
 
 def _policy_state(agent, n, seed):
@@ -185,3 +185,8 @@ def test_settings_from_config():
         Acceleration(compile=True, mode="reduce-overhead", device_type="cpu")
     with pytest.raises(ValueError, match="compile.enabled"):
         Acceleration.from_config({"compile": {"enabled": "yes"}}, "cpu")
+    multisync = {"run": {"collector": "multisync"}}
+    assert not Acceleration.from_config(dict(multisync, compile={"enabled": "auto"}), "cuda").compile
+    assert Acceleration.from_config({"compile": {"enabled": "auto"}}, "cuda").compile
+    with pytest.raises(ValueError, match="multisync"):
+        Acceleration.from_config(dict(multisync, compile={"enabled": True}), "cpu")
