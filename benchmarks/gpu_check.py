@@ -74,7 +74,8 @@ def step_learners(args) -> None:
     import torch
     from learner_speed import OurLearner, PeakMemory, time_interleaved
     from torchrl_builtin import build_torchrl_learner
-    from torchrl_dreamerv3.training.acceleration import Acceleration, accelerate, compiled_graphs, enable_tf32
+    from torchrl_dreamerv3.training.acceleration import (Acceleration, accelerate, compiled_graphs, enable_tf32,
+                                                         graph_breaks)
 
     if args.device == "cuda":
         enable_tf32()
@@ -116,7 +117,8 @@ def step_learners(args) -> None:
         if compiled:  # one more update must not compile anything new
             ours.update()
             record(args.out, step="learners", size=size, check="no recompiles after warm-up",
-                   graphs=graphs_after_warmup, new_graphs=compiled_graphs() - graphs_after_warmup)
+                   graphs=graphs_after_warmup, new_graphs=compiled_graphs() - graphs_after_warmup,
+                   graph_breaks=graph_breaks())
         del learners, ours
         if args.device == "cuda":
             torch.cuda.empty_cache()

@@ -15,7 +15,7 @@ from torchrl.data import Bounded, OneHot
 from torchrl_dreamerv3.functional import twohot_mean, twohot_nll, symexp_twohot_bins, unimix_log_probs
 from torchrl_dreamerv3.modules import DreamerV3Policy, make_dreamerv3
 from torchrl_dreamerv3.training import DreamerV3Learner
-from torchrl_dreamerv3.training.acceleration import Acceleration, accelerate, compiled_graphs
+from torchrl_dreamerv3.training.acceleration import Acceleration, accelerate, compiled_graphs, graph_breaks
 
 from test_objectives import IMG, VEC, _grad_owners, _window
 
@@ -60,6 +60,7 @@ def test_compiled_update_matches_eager_and_does_not_recompile_after_warm_up():
     assert any(d.abs().sum() > 0 for d in d_e)  # the updates moved the parameters
     assert graphs[0] > 0
     assert graphs[1] == graphs[2], f"recompiled after warm-up: graphs per update {graphs}"
+    assert not graph_breaks(), graph_breaks()  # each compiled piece is one whole graph
 
 
 def _policy_state(agent, n, seed):
