@@ -15,6 +15,15 @@ Commands (run from the repository root)::
     python benchmarks/learner_speed.py --size size12m --obs image64 --updates 3          # ours only
     python benchmarks/learner_speed.py --size size1m --obs image64 --profile --updates 3  # phase shares
     python benchmarks/learner_speed.py --algo dreamerv2 --obs image64 --updates 3         # an earlier generation
+    python benchmarks/learner_speed.py --compile --precision bf16 --compare-torchrl --device cuda  # compiled bf16
+
+``--precision bf16`` runs our loss forward under bf16 autocast (float32 parameters, optimiser and
+losses; ``training/acceleration.py``) and TorchRL's with its ``mixed_precision`` (which it applies on
+CUDA only). ``--compile`` compiles our per-step pieces (``--compile-mode``; ``reduce-overhead`` adds
+CUDA graphs) and gives TorchRL's built-in its best compiled setting for the device
+(``benchmarks/torchrl_builtin.py``; the description line says which ran). Compile and the first
+updates are timed separately: the ``warm-up s`` column is the build/compile time plus the ``--warmup``
+untimed updates, and the medians are over the timed updates only.
 
 ``--algo dreamerv1|dreamerv2|dreamerv2_dmc`` times that generation's update (its model preset, losses,
 three Adams, critic target; ``configs/algo``) instead of DreamerV3's; ``--size`` is then ignored.
@@ -51,6 +60,7 @@ from torchrl.data import Bounded, OneHot
 
 from torchrl_dreamerv3.modules import make_dreamerv3, model_config
 from torchrl_dreamerv3.training import DreamerV3Learner
+from torchrl_dreamerv3.training.acceleration import Acceleration, accelerate
 from torchrl_dreamerv3.training.setup import make_learner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,23 +120,17 @@ class OurLearner:
             f"torchrl_dreamerv3 learner | {args.size if args.algo == 'dreamerv3' else args.algo}: deter {cfg.deter}, hidden {cfg.hidden}, units "
             f"{cfg.units}, stoch {cfg.stoch}x{cfg.classes}, depth {cfg.depth}, strided {cfg.strided} | "
             f"obs {args.obs}, action {args.action} | B{args.batch_size} T{args.batch_length} on {self.device}")
-        self._update = self.learner.update
-        if args.compile:
-            self._update = compiled_update(self.learner, args)
+        self.acceleration = accelerate(self.learner, Acceleration(
+            precision=args.precision, compile=args.compile, mode=args.compile_mode, device_type=self.device.type))
+        self.description += f" | {self.acceleration.describe()}"
+        self.warmup_s = 0.0
 
     def update(self):
-        return self._update(self.window)
+        return self.learner.update(self.window)
 
     def synchronize(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def compiled_update(learner: DreamerV3Learner, args):
-    """Hook for the CUDA path (torch.compile of the update, CUDA graphs, bf16 autocast): not built yet."""
-    raise NotImplementedError(
-        f"--compile is not implemented yet (device {args.device}); the learner runs eager only. "
-        "Drop --compile. On CPU the built-in TorchRL learner also runs eager.")
 
 
 # ---------------------------------------------------------------- timing and peak memory
@@ -180,6 +184,8 @@ def time_interleaved(learners: dict, warmup: int, updates: int, memory: PeakMemo
                 elapsed = (time.perf_counter() - start) * 1000
             if i >= warmup:
                 times[name].append(elapsed)
+            else:
+                learner.warmup_s += elapsed / 1000
     return times, {name: max(peaks[name]) for name in names}
 
 
@@ -260,7 +266,9 @@ def parse_args(argv=None):
     p.add_argument("--updates", type=int, default=6, help="timed updates per learner")
     p.add_argument("--warmup", type=int, default=1, help="untimed updates per learner first")
     p.add_argument("--compare-torchrl", action="store_true", help="time TorchRL's built-in learner interleaved")
-    p.add_argument("--compile", action="store_true", help="compiled update (CUDA path; not implemented yet)")
+    p.add_argument("--compile", action="store_true", help="compile our per-step pieces; TorchRL's best compile")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "f32", "bf16"])
     p.add_argument("--profile", action="store_true", help="print phase shares and top ops of our update instead")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", default="dreamerv3", choices=["dreamerv3", "dreamerv1", "dreamerv2", "dreamerv2_dmc"],
@@ -282,7 +290,8 @@ def main(argv=None):
     learners = {"ours": ours}
     if args.compare_torchrl:
         learners["torchrl"] = build_torchrl_learner(args.size, args.obs, args.action, args.batch_size,
-                                                    args.batch_length, args.device, args.compile)
+                                                    args.batch_length, args.device, args.compile,
+                                                    args.precision in ("bf16", "bfloat16"))
     for name, learner in learners.items():
         print(f"{name:8s} {learner.description}")
     memory = PeakMemory(torch.device(args.device))
@@ -292,11 +301,11 @@ def main(argv=None):
               f"| {args.updates} timed updates after {args.warmup} warm-up, interleaved")
     star = "" if memory.resettable else "*"
     print(f"{'learner':8s} {'median ms':>10s} {'min ms':>9s} {'transitions/s':>14s} {'params':>12s} "
-          f"{'peak MiB':>9s}")
+          f"{'peak MiB':>9s} {'warm-up s':>10s}")
     transitions, median = args.batch_size * args.batch_length, {k: statistics.median(v) for k, v in times.items()}
     for name in learners:
         print(f"{name:8s} {median[name]:10.1f} {min(times[name]):9.1f} {transitions / median[name] * 1000:14.1f} "
-              f"{learners[name].num_params:12,d} {peaks[name]:8.1f}{star}")
+              f"{learners[name].num_params:12,d} {peaks[name]:8.1f}{star} {learners[name].warmup_s:10.1f}")
     if args.compare_torchrl:
         # On a shared machine one slow stretch can hit a few iterations; the per-iteration ratios
         # (each pair ran back to back) and the ratio of the fastest runs show whether it did.

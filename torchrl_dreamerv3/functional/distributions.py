@@ -23,10 +23,14 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # classes per latent of the small presets (4 in size1m: ~6x slower than the explicit formula
 # below). Below this many classes on CPU we write the same formula out.
 _SMALL_CLASSES = 16
+# Probabilities, log-probs and losses are float32 whatever the compute dtype (bf16 autocast casts
+# matmul outputs to bf16): each function below upcasts its inputs first; .float() of a float32
+# tensor is the tensor itself, so the float32 path is unchanged.
 
 
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
     """``softmax(logits, -1)``, computed as ``exp(x - max) / sum`` for few classes on CPU."""
+    logits = logits.float()
     if logits.shape[-1] >= _SMALL_CLASSES or logits.device.type != "cpu":
         return torch.softmax(logits, -1)
     e = (logits - logits.detach().amax(-1, keepdim=True)).exp()
@@ -35,6 +39,7 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """``log_softmax(logits, -1)``, computed as ``x - max - log(sum(exp(x - max)))`` for few classes on CPU."""
+    logits = logits.float()
     if logits.shape[-1] >= _SMALL_CLASSES or logits.device.type != "cpu":
         return torch.log_softmax(logits, -1)
     shifted = logits - logits.detach().amax(-1, keepdim=True)
@@ -101,6 +106,7 @@ def sample_onehot_straight_through(
     Forward value is exactly one-hot; the gradient is that of ``p = softmax(log_probs)``
     (SPEC §3.3). Sampling is Gumbel-max, ``argmax(log_probs - log(E))`` with ``E ~ Exp(1)``.
     """
+    log_probs = log_probs.float()
     noise = torch.empty_like(log_probs).exponential_(generator=generator)
     # Guard against E == 0 (log would give -inf and pick that class regardless of p).
     noise = noise.clamp_min_(torch.finfo(noise.dtype).tiny)
@@ -123,6 +129,7 @@ def bounded_normal(
     """Continuous policy parameters (SPEC §5.3): ``mean = tanh(mean_raw)``,
     ``std = (maxstd - minstd) * sigmoid(std_raw + 2) + minstd``. Shapes are unchanged.
     """
+    mean_raw, std_raw = mean_raw.float(), std_raw.float()
     mean = torch.tanh(mean_raw)
     std = (maxstd - minstd) * torch.sigmoid(std_raw + 2.0) + minstd
     return mean, std
@@ -130,6 +137,7 @@ def bounded_normal(
 
 def normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Diagonal normal log-density summed over the last (action) dim: ``[..., A] -> [...]``."""
+    x, mean, std = x.float(), mean.float(), std.float()
     z = (x - mean) / std
     return (-0.5 * z.square() - torch.log(std) - _HALF_LOG_2PI).sum(-1)
 
@@ -144,5 +152,6 @@ def binary_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     Elementwise, any shape; the target is a constant (no gradient).
     """
+    logits = logits.float()
     target = target.detach().to(logits.dtype)
     return -(target * F.logsigmoid(logits) + (1.0 - target) * F.logsigmoid(-logits))

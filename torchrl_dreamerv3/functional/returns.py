@@ -88,7 +88,7 @@ def _percentiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
 
     Sort-based, so unlike ``torch.quantile`` it has no input-size limit.
     """
-    x = x.reshape(-1).sort().values
+    x = x.reshape(-1).float().sort().values  # float32 whatever the compute dtype
     n = x.numel()
     out = []
     for q in qs:

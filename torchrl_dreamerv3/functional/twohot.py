@@ -72,6 +72,7 @@ def twohot_nll(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor, *
     targets can be scored against one ``log_softmax`` (the critic scores two per state).
     """
     below, above, w_below, w_above = _twohot_parts(target, bins)
+    logits = logits.float()  # float32 under bf16 autocast too (as bins and weights are)
     log_probs = logits if normalized else torch.log_softmax(logits, -1)
     # Only two entries of the two-hot vector are nonzero: gather them (in one gather, whose
     # backward is one scatter) instead of a dense product.
@@ -87,11 +88,13 @@ def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     term to its mirrored positive term first, so zero-initialised heads predict exactly 0.
     ``bins`` must be antisymmetric with a 0 in the middle, as :func:`symexp_twohot_bins` makes them.
     """
-    probs = torch.softmax(logits, -1)
+    probs = torch.softmax(logits.float(), -1)
     n = bins.shape[-1]
     m = n // 2
     # The bins are exactly antisymmetric (bins[m + 1 + j] == -bins[m - 1 - j]) with bins[m] == 0, so
     # the mirrored sum is sum_j bins[m + 1 + j] * (p[m + 1 + j] - p[m - 1 - j]): one subtraction of
     # the mirrored halves and one dot product, and still exactly 0 for uniform probabilities.
     diff = probs[..., m + 1 :] - probs[..., :m].flip(-1)
-    return diff @ bins[m + 1 :]
+    # float32 even under bf16 autocast, which would run this product in bf16 (about 3 digits).
+    with torch.autocast(diff.device.type, enabled=False):
+        return diff @ bins[m + 1 :].float()

@@ -1,6 +1,8 @@
 """The acting policy for TorchRL collectors: encoder -> one posterior step -> sampled action."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -58,6 +60,8 @@ class DreamerV3Policy(TensorDictModuleBase):
         self.action_dtype = action_dtype
         self.in_keys = [*modules.encoder.in_keys, k.is_first, k.deter, k.stoch, k.prev_action]
         self.out_keys = [k.deter, k.stoch, k.action, k.prev_action]
+        # Acting runs inside this context (training/acceleration.py sets bf16 autocast).
+        self.forward_context = contextlib.nullcontext
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -72,7 +76,8 @@ class DreamerV3Policy(TensorDictModuleBase):
         step.set(k.prev_deter, tensordict.get(k.deter))
         step.set(k.prev_stoch, tensordict.get(k.stoch))
         step.set(k.prev_action, tensordict.get(k.prev_action))
-        step = self.actor(agent.observe_step(agent.encoder(step)))
+        with self.forward_context():
+            step = self.actor(agent.observe_step(agent.encoder(step)))
         action = step.get(k.action)
         if self.expl_noise and not agent.discrete:
             action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1.0, 1.0)

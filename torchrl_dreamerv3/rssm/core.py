@@ -97,5 +97,6 @@ class BlockGRU(nn.Module):
         u = u.view(n, g, per_block).transpose(0, 1)
         cand = torch.tanh(torch.sigmoid(torch.baddbmm(b_reset, u, k_reset)) * torch.baddbmm(b_cand, u, k_cand))
         update = torch.sigmoid(torch.baddbmm(b_update, u, k_update))
-        out = torch.lerp(h, cand, update)  # h + update * (cand - h), laid out like h
+        # Under bf16 autocast the gates come out in bf16; the carry keeps the state's dtype.
+        out = torch.lerp(h, cand.to(h.dtype), update.to(h.dtype))  # h + update * (cand - h), laid out like h
         return out.transpose(0, 1).reshape(n, self.deter)

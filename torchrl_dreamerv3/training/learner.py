@@ -6,6 +6,7 @@ Adams, their critic target and replay context (SPEC_V1_V2 §1.5, §2.4-§2.6; ``
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -113,6 +114,9 @@ class DreamerV3Learner(nn.Module):
         # Data parallelism (training/distributed.py): averages the gradients over the ranks between
         # backward and the optimiser step, so that AGC / the clip see the global gradient. None: one process.
         self.grad_sync = None
+        # The loss forward runs inside this context (training/acceleration.py sets bf16 autocast);
+        # backward and the optimiser step run outside it, in float32.
+        self.forward_context = contextlib.nullcontext
         self.modules_ = modules
         self.world_model_loss, self.actor_loss, self.value_loss = self.spec.build_losses(modules, loss_kwargs)
         for loss in (self.world_model_loss, self.actor_loss, self.value_loss):
@@ -137,7 +141,8 @@ class DreamerV3Learner(nn.Module):
 
     def losses(self, window: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
         """Forward pass only: ``(loss/metric tensordict, step-layout data)``."""
-        outputs, data = self._loss_outputs(window)
+        with self.forward_context():
+            outputs, data = self._loss_outputs(window)
         return self._merge(outputs), data
 
     @staticmethod
@@ -172,7 +177,8 @@ class DreamerV3Learner(nn.Module):
             metrics.set("opt/lr", torch.as_tensor(self.optimizer.current_lr()))
 
     def update(self, window: TensorDictBase) -> tuple[TensorDictBase, TensorDictBase]:
-        outputs, data = self._loss_outputs(window)
+        with self.forward_context():
+            outputs, data = self._loss_outputs(window)
         losses = self._merge(outputs)
         total = sum(value for key, value in losses.items() if key.startswith("loss_"))
         self.optimizer.zero_grad(set_to_none=True)

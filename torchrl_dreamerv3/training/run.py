@@ -13,6 +13,7 @@ from tensordict.nn import TensorDictModuleBase
 from ..envs.any_env import model_observation_keys
 from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
 from .checkpoint import load_checkpoint, read_info
+from .acceleration import Acceleration, accelerate
 from .config_checks import check_config, check_resumed_model_size
 from .distributed import DataParallel, init_distributed, rank_seed
 from .guards import check_finite
@@ -46,6 +47,7 @@ class Run:
 
     cfg: DictConfig
     logdir: Path
+    compute: str
     lock: RunLock | None
     dp: DataParallel
     model_size: str
@@ -106,12 +108,13 @@ def _build(cfg: DictConfig, logdir: Path, lock: RunLock | None, dp: DataParallel
     spec = generation_spec(cfg)
     policy = DreamerV3Policy(agent, expl_noise=spec.expl_noise, actor=behaviour_actor)  # V1: additive noise
     eval_policy = DreamerV3Policy(agent)  # the agent's own actor, without exploration noise
+    acceleration = accelerate(learner, Acceleration.from_config(cfg, device), policies=(policy, eval_policy))
     replay = make_replay(cfg, scratch_dir=str(logdir / ("replay_memmap" + (f"_rank{dp.rank}" if dp.rank else ""))))
     # Each rank runs the ratio on its own env steps with its own batch: with every rank collecting the same
     # steps per round, that is the reference's ratio over the global steps and global batch (N x B).
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
     logger = _make_logger(cfg, logdir, dp.is_main)
-    return env, Run(cfg=cfg, logdir=logdir, lock=lock, dp=dp, model_size=model_size, device=device, make_env=make, agent=agent, learner=learner,
+    return env, Run(cfg=cfg, logdir=logdir, lock=lock, dp=dp, compute=acceleration.describe(), model_size=model_size, device=device, make_env=make, agent=agent, learner=learner,
                     policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio, logger=logger,
                     deterministic_eval=spec.eval_deterministic)
 
@@ -148,7 +151,7 @@ def _announce(run: Run, size: str, note: str | None) -> None:
     cfg, counts = run.cfg, run.agent.parameter_counts()
     print(f"torchrl_dreamerv3: env={cfg.env.get('name', 'custom')} device={run.device} model={size} "
           f"params={counts['total']:,} ({', '.join(f'{k} {v:,}' for k, v in counts.items() if k != 'total')}) "
-          f"logdir={run.logdir}")
+          f"logdir={run.logdir} compute={run.compute}")
     if note:
         print(note)
     per_round = cfg.run.envs * cfg.run.steps_per_collect
