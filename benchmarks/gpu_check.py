@@ -145,8 +145,6 @@ def step_fit(args) -> None:
 
 def step_main(args) -> None:
     """The main job (examples/dreamerv3_atari.py) for ``--seconds``, then SIGINT (it saves and exits)."""
-    import torch
-
     logdir = Path(args.logdir or tempfile.mkdtemp(prefix="gpu_check_run_"))  # fresh: its counters are read back
     cmd = [sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), f"device={args.device}",
            f"logdir={logdir}", "logger.backend=csv", "run.log_every=15", "run.eval_every=0",
@@ -165,8 +163,12 @@ def step_main(args) -> None:
     output = proc.stdout.read()
     (args.out / "main_job.log").write_text(output[-200_000:])
     elapsed = time.time() - start
-    state = logdir / "checkpoint" / "state.pt"
-    counters = torch.load(state, weights_only=False)["counters"] if state.is_file() else {}
+    from torchrl_dreamerv3.training.checkpoint import read_counters
+
+    try:
+        counters = read_counters(logdir)
+    except FileNotFoundError:  # killed before its first save
+        counters = {}
     progress = [line for line in output.replace("\r", "\n").splitlines() if "ups=" in line]
     record(args.out, step="main", returncode=proc.returncode, seconds=elapsed, overrides=args.overrides,
            env_steps=counters.get("env_steps"), updates=counters.get("updates"),

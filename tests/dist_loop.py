@@ -33,10 +33,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     dp = DataParallel(init_distributed("cpu"))
-    learner, ratio, counters = make_learner(seed=0), TrainRatio(1, 1, 1), dict(updates=0)
+    learner, ratio, counters = make_learner(seed=0), TrainRatio(1, 1, 1), dict(env_steps=0, updates=0)
     if args.resume:
-        counters.update(load_checkpoint(args.dir, learner=learner, ratio=ratio))
-        counters.pop("replay_restored")
+        loaded = load_checkpoint(args.dir, learner=learner, ratio=ratio)
+        counters.update({k: loaded[k] for k in counters})
     dp.attach(learner)
     print(f"rank {dp.rank} started at {counters['updates']} updates, step {learner.optimizer.param_groups[0]['step']}",
           flush=True)
@@ -46,6 +46,7 @@ def main() -> None:
     while counters["updates"] < args.max_updates:
         learner.update(_window(agent, VEC, B=2, T=4, seed=1000 * dp.rank + counters["updates"]))
         counters["updates"] += 1
+        counters["env_steps"] = counters["updates"]  # one synthetic env step per update (names the checkpoint)
         if dp.is_main and counters["updates"] == args.ready_at:
             Path(args.dir, "ready").touch()
         if dp.any(bool(stop)):

@@ -181,7 +181,7 @@ def global_mean_rank(ctx, out_dir):
 def adam3_rank(ctx, out_dir):
     """DreamerV1's three Adams (per-group backward, per-group clip) through the learner's grad_sync hook."""
     from test_generations_losses import V1_LOSSES, _learner
-    agent, learner = _learner("dreamerv1", OneHot(3), loss_kwargs=V1_LOSSES, critic_target="online", context="zero")
+    agent, learner = _learner("dreamerv1", OneHot(3), loss_kwargs=V1_LOSSES)
     torch.manual_seed(ctx.rank)
     for p in agent.parameters():  # different init per rank: attach must replace it by rank 0's
         p.data.add_(torch.randn_like(p))

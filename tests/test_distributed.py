@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from torchrl_dreamerv3.training.checkpoint import resolve_checkpoint_dir
 import torch.distributed as dist
 from tensordict import TensorDict
 
@@ -178,7 +180,7 @@ def test_sigint_under_torchrun_stops_every_rank_at_one_update_and_resume_continu
     assert len({n for _, n, _ in stops}) == 1 and all(s == "True" for _, _, s in stops), out
     assert out.count("got 1 signal(s)") == 2, out  # one SIGINT per worker: a plain "second signal = leave now" is safe
     stopped = int(stops[0][1])
-    saved = torch.load(tmp_path / "state.pt", weights_only=False)
+    saved = torch.load(resolve_checkpoint_dir(tmp_path) / "state.pt", weights_only=False)
     assert saved["counters"]["updates"] == stopped >= 3
 
     resumed = _torchrun(tmp_path, "--max-updates", str(stopped + 2), "--resume")
@@ -187,4 +189,4 @@ def test_sigint_under_torchrun_stops_every_rank_at_one_update_and_resume_continu
     assert out.count(f"started at {stopped} updates, step {stopped}") == 2, out  # both ranks restored
     assert sorted(re.findall(r"rank (\d) stopped at (\d+) updates, in_sync=(\w+)", out)) == [
         ("0", str(stopped + 2), "True"), ("1", str(stopped + 2), "True")], out
-    assert torch.load(tmp_path / "state.pt", weights_only=False)["optimizer"]["param_groups"][0]["step"] == stopped + 2
+    assert torch.load(resolve_checkpoint_dir(tmp_path) / "state.pt", weights_only=False)["optimizer"]["param_groups"][0]["step"] == stopped + 2

@@ -77,8 +77,10 @@ class Run:
 
 
 def _logdir(cfg: DictConfig) -> Path:
-    if cfg.resume:
+    if cfg.resume:  # a run dir, its checkpoint/ dir, or one checkpoint/step_* dir
         resume = Path(cfg.resume)
+        if resume.name.startswith("step_"):
+            resume = resume.parent
         return resume.parent if resume.name == "checkpoint" else resume
     return Path(cfg.logdir)
 
