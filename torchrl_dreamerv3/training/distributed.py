@@ -223,8 +223,9 @@ class DataParallel:
 def _warn_batch_mean_clamp(learner) -> None:
     """V1/V2's ``free_avg`` clamps the batch mean of the KL: per rank that is a different loss."""
     wm = learner.world_model_loss
-    if getattr(wm, "kl", "dyn_rep") != "dyn_rep" and getattr(wm, "free_avg", False) and wm.free_nats > 0:
-        warnings.warn(f"kl={wm.kl!r} with free_avg=True clamps the KL's batch mean at free_nats={wm.free_nats}: "
+    # DreamerV3's loss clamps each step (no free_avg); the V1/V2 losses may clamp the batch mean
+    if getattr(wm, "free_avg", False) and wm.free_nats > 0:
+        warnings.warn(f"{type(wm).__name__} with free_avg=True clamps the KL's batch mean at free_nats={wm.free_nats}: "
                       "under data parallelism each rank clamps its own shard's mean, which differs from one "
                       "device's loss when the shard means fall on different sides of the clamp (use "
                       "training.distributed.global_mean in the clamp for the exact loss)", stacklevel=3)
