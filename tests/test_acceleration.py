@@ -19,6 +19,7 @@ from torchrl_dreamerv3.training.acceleration import Acceleration, accelerate, co
 
 from test_objectives import IMG, VEC, _grad_owners, _window
 
+
 COMPILED = Acceleration(compile=True, backend="aot_eager")
 
 

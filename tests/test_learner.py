@@ -44,7 +44,10 @@ def test_update_keeps_no_graph_alive():
     assert all(t.grad_fn is None for t in (*metrics.values(), *latents.values(True, True)))
     del metrics, latents
     gc.collect()
-    alive = [o for o in gc.get_objects() if torch.is_tensor(o) and o.grad_fn is not None]
+    # FakeTensors are torch.compile's shape-only stand-ins (no data), kept by its caches from earlier tests
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    alive = [o for o in gc.get_objects() if torch.is_tensor(o) and o.grad_fn is not None and not isinstance(o, FakeTensor)]
     assert not alive, f"{len(alive)} tensors still attached to an autograd graph"
 
 
