@@ -22,7 +22,7 @@ from tensordict import TensorDict
 from torchrl_dreamerv3.modules import model_config
 from torchrl_dreamerv3.training.checkpoint import load_checkpoint, save_checkpoint
 from torchrl_dreamerv3.training.ratio import TrainRatio
-from torchrl_dreamerv3.training.setup import make_replay
+from torchrl_dreamerv3.training.replay_buffer import make_replay
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS = {"cartpole": ("vector", (4,), torch.float32, 2), "atari100k": ("image", (3, 64, 64), torch.uint8, 6)}
@@ -46,9 +46,10 @@ class _NoLearner(torch.nn.Module):
 
 
 def _learner(cfg):
-    from torchrl_dreamerv3.training.setup import make_agent, make_learner, make_train_env
+    from torchrl_dreamerv3.training.environment import env_factory, make_train_env
+    from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
-    env = make_train_env(cfg)
+    env = make_train_env(env_factory(cfg), cfg.run.envs, cfg.seed)
     learner = make_learner(cfg, make_agent(cfg, env, torch.device("cpu")))
     env.close()
     return learner
