@@ -7,6 +7,9 @@ Each run is ``examples/dreamerv3_atari.py`` with the same preset, model, batch a
 ``run.async_collect=false`` and once with ``true``. Printed per run: env steps/s and updates/s over the whole
 run (start-up included), and the updates actually run per env step against what ``run.train_ratio`` asks
 for (the reference's count: ``(env steps - first training step) * ratio / (B * T)``, plus the first update).
+A third run per preset, sync with ``run.train_ratio=0.001`` (one update), times collection alone; the
+training time is then ``sync wall - collect wall``, and the parallel mode's ideal is ``max(collect, train)``
+instead of their sum (``wall / ideal`` in the table; 1.0 is perfect overlap).
 """
 from __future__ import annotations
 
@@ -48,13 +51,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--ratio", type=float, default=64.0)
     args = parser.parse_args()
-    print("| preset | collection | env steps | updates | wall s | env steps/s | updates/s | updates / owed |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| preset | collection | env steps | updates | wall s | env steps/s | updates/s | updates / owed | "
+          "wall / ideal |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
+        collect = run(preset, False, args.steps, 0.001)["wall"]
+        print(f"| {preset} | collection only | {args.steps} | 1 | {collect:.1f} | {args.steps / collect:.1f} | - | "
+              f"- | - |", flush=True)
+        sync = None
         for mode in (False, True):
             r = run(preset, mode, args.steps, args.ratio)
+            sync = sync or r["wall"]
+            ideal = sync if not mode else max(collect, sync - collect)  # sum when sync, max when overlapped
             print(f"| {preset} | {'parallel' if mode else 'sync'} | {r['env_steps']} | {r['updates']} | "
-                  f"{r['wall']:.1f} | {r['sps']:.1f} | {r['ups']:.2f} | {r['held']:.3f} |", flush=True)
+                  f"{r['wall']:.1f} | {r['sps']:.1f} | {r['ups']:.2f} | {r['held']:.3f} | {r['wall'] / ideal:.2f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The main job end to end (subprocess, size=debug), resume, interruption and bad configurations."""
+import json
 import os
 import signal
 import subprocess
@@ -64,20 +65,39 @@ def _replay_rows(run):
     return json.loads((resolve_checkpoint_dir(run) / "replay" / "manifest.json").read_text())["len"]
 
 
-def test_sigint_finishes_the_step_saves_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("parallel", [False, True], ids=["sync", "parallel"])
+def test_sigint_finishes_the_step_saves_and_exits_cleanly(tmp_path, parallel):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a save every round, all kept: with the collector thread running, each must still be a consistent cut
+    mode = [f"run.async_collect={str(parallel).lower()}", "checkpoint.replay=true", "run.save_every=0",
+            "checkpoint.keep=100000"]
     proc = subprocess.Popen([sys.executable, str(SCRIPT), f"logdir={tmp_path}", *FAST, "env=cartpole",
-                             "run.steps=1000000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+                             "run.steps=1000000", *mode], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "dreamerv3" / "scalars" / "train" / "loss.csv").exists():
-        time.sleep(0.5)
+    trained = tmp_path / "dreamerv3" / "scalars" / "train" / "loss.csv"
+    while time.time() < deadline and not (trained.exists() and len(list(tmp_path.glob("checkpoint/step_*"))) > 4):
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert "saving a checkpoint" in out
     counters = _counters(tmp_path)
     assert 0 < counters["env_steps"] < 1000000 and counters["updates"] > 0
+    # every counted env step is in the replay once, in the final save and in those made while collecting
+    assert _replay_rows(tmp_path) == counters["env_steps"]
+    saves = list((tmp_path / "checkpoint").glob("step_*"))
+    assert len(saves) > 4
+    for save in saves:
+        rows = json.loads((save / "replay" / "manifest.json").read_text())["len"]
+        assert rows == json.loads((save / "info.json").read_text())["counters"]["env_steps"], save.name
+    if parallel:  # the resumed run continues the counters from the cut
+        steps = counters["env_steps"] + 64
+        again = _run(tmp_path, "env=cartpole", f"run.steps={steps}", *mode, f"resume={tmp_path}")
+        assert again.returncode == 0, again.stderr[-3000:]
+        resumed = _counters(tmp_path)
+        assert resumed["env_steps"] >= steps and resumed["updates"] > counters["updates"]
+        assert _replay_rows(tmp_path) == resumed["env_steps"]
 
 
 def _compose(*overrides):
