@@ -105,3 +105,20 @@ def test_budget_projection_formula():
     budget = _load("atari_budget")
     # 9000 s, 45,000 steps at 0.01 s: 8550 s for updates of 0.5 s = 17,100 updates x 256 / 45,000 = 97.28
     assert budget.max_train_ratio(9000, 45_000, 0.01, 0.5, 8, 32) == pytest.approx(17_100 * 256 / 45_000)
+
+
+def test_curve_bins_episodes_by_end_step_and_compares_the_last_bin_with_random(tmp_path):
+    curve = _load("atari_curve")
+    assert curve.binned([1, 5, 6, 10, 11], [1.0, 2.0, 3.0, 4.0, 5.0], width=5, top=11) == [[1.0, 2.0], [3.0, 4.0], [5.0]]
+    runs = {"a": ([4, 9], [10.0, 30.0]), "b": ([3, 8], [20.0, 50.0])}
+    lines = curve.table(runs, random=[0.0, 10.0], width=5)
+    assert "| 0-5 | 10 ± 0 (1) | 20 ± 0 (1) | 15 ± 5 (2) |" in lines
+    # last bin pooled: 30, 50 -> 40 ± 10; random 5 ± 5; se = sqrt(100/2 + 25/2) = 7.9
+    assert any(line.startswith("Last bin against random: 40 - 5 = +35 (standard error 8;") for line in lines)
+    run = tmp_path / "run_seed0"
+    run.mkdir()
+    (run / "episodes.csv").write_text("step,return,length\n4,10.0,4\n9,30.0,5\n")
+    (tmp_path / "random.csv").write_text("episode,return,length,seconds\n0,0.0,3,0.1\n1,10.0,3,0.1\n")
+    curve.main(["--runs", str(run), "--random", str(tmp_path / "random.csv"), "--bin", "5", "--name", "c",
+                "--results", str(tmp_path)])
+    assert (tmp_path / "c.png").is_file() and "| 5-10 | 30 ± 0 (1) |" in (tmp_path / "c.md").read_text()
