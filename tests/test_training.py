@@ -109,7 +109,7 @@ def _compose(*overrides):
     ("run.train_ratio=-1", "run.train_ratio must be > 0"),
     ("run.envs=0", "run.envs must be >= 1"),
     ("replay_context=0", "replay_context=0"),
-    ("run.collector=async", "run.collector must be sync or multisync"),
+    ("run.collector=async", "run.collector must be sync, multisync or ray"),
 ])
 def test_bad_config_fails_before_training_naming_the_setting(override, message):
     from torchrl_dreamerv3.training.setup import validate_config

@@ -76,14 +76,15 @@ class Acceleration:
         device = torch.device(device)
         section = cfg.get("compile", None) or {}
         enabled = section.get("enabled", "auto")
-        # Compiled functions do not pickle, and multisync sends the policy to one process per env.
-        multisync = (cfg.get("run", None) or {}).get("collector", "sync") == "multisync"
+        # Compiled functions do not pickle, and multisync (ray) sends the policy to one process (actor) per worker.
+        collector = (cfg.get("run", None) or {}).get("collector", "sync")
+        pickled = collector in ("multisync", "ray")
         if enabled == "auto":
-            enabled = device.type == "cuda" and not multisync
+            enabled = device.type == "cuda" and not pickled
         elif not isinstance(enabled, bool):
             raise ValueError(f"compile.enabled must be auto, true or false, got {enabled!r}")
-        elif enabled and multisync:
-            raise ValueError("compile.enabled=true cannot run with run.collector=multisync (the compiled policy "
+        elif enabled and pickled:
+            raise ValueError(f"compile.enabled=true cannot run with run.collector={collector} (the compiled policy "
                              "does not pickle into the env processes); use compile.enabled=false or auto")
         return cls(precision=cfg.get("precision", "float32"), compile=enabled, mode=section.get("mode", "default"),
                    backend=section.get("backend", "inductor"), device_type=device.type)

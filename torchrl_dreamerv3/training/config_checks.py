@@ -6,6 +6,7 @@ integers. The ``algo.*`` switches are checked by their own registry, the env/mod
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -38,6 +39,7 @@ RULES = {
     "run.steps_per_collect": _rule(INT, 1), "run.prefill": _rule(INT, 0), "run.log_every": _rule(NUM, 0),
     "run.report_every": _rule(NUM), "run.save_every": _rule(NUM, 0), "run.eval_every": _rule(INT, 0),
     "run.eval_eps": _rule(INT, 1), "run.max_ahead": _rule(INT, 1), "run.estimate_after": _rule(NUM, 0),
+    "run.ray.workers": _rule(INT, 1),
     "opt.lr": _rule(NUM, **POSITIVE), "opt.agc": _rule(NUM, **POSITIVE), "opt.eps": _rule(NUM, 0),
     "opt.beta1": _rule(NUM, 0, 1, high_open=True), "opt.beta2": _rule(NUM, 0, 1, high_open=True),
     "opt.warmup": _rule(INT, 0),
@@ -52,7 +54,7 @@ RULES = {
     "checkpoint.replay": _rule(BOOL), "checkpoint.keep": _rule(INT, 1),
 }
 LOSS_SCALE = _rule(NUM, 0)
-COLLECTORS = ("sync", "multisync")
+COLLECTORS = ("sync", "multisync", "ray")
 
 
 def _kind_ok(kind: str, value) -> bool:
@@ -113,6 +115,22 @@ def _check_relations(cfg: DictConfig) -> None:
                          f"a window needs batch_length + 2 = {length + 2}")
 
 
+def _check_ray(cfg: DictConfig) -> None:
+    """``run.collector=ray``: an address that is a string, streams that split over the workers, ray installed."""
+    if OmegaConf.select(cfg, "run.collector", default=None) != "ray":
+        return
+    address = OmegaConf.select(cfg, "run.ray.address", default=None)
+    if address is not None and not isinstance(address, str):
+        raise ValueError(f"run.ray.address={address!r} must be null (a local Ray cluster on loopback), auto or "
+                         "host:port of a cluster started with `ray start --head`")
+    workers, envs = OmegaConf.select(cfg, "run.ray.workers", default=1), OmegaConf.select(cfg, "run.envs", default=1)
+    if envs % workers:
+        raise ValueError(f"run.envs={envs} streams do not split over run.ray.workers={workers}: run.envs must be a "
+                         "multiple of run.ray.workers (each worker runs run.envs / run.ray.workers streams)")
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError('run.collector=ray needs ray, which is not installed: pip install -e ".[distributed]"')
+
+
 def _check_resume(cfg: DictConfig) -> None:
     resume = OmegaConf.select(cfg, "resume", default=None)
     if resume in (None, ""):
@@ -130,7 +148,8 @@ def _check_resume(cfg: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Checks every setting of ``cfg`` named in :data:`RULES`, ``loss_scales.*``, the choices
-    (``run.collector``, ``logger.backend``, ``device``), their relations and ``resume``; creates nothing."""
+    (``run.collector``, ``logger.backend``, ``device``), their relations, ``run.ray.*`` and ``resume``; creates
+    nothing."""
     for name, rule in RULES.items():
         value = OmegaConf.select(cfg, name, default=_ABSENT)
         if value is not _ABSENT:
@@ -140,6 +159,7 @@ def check_config(cfg: DictConfig) -> None:
         _check_value(f"loss_scales.{key}", scales[key], LOSS_SCALE)
     _check_choices(cfg)
     _check_relations(cfg)
+    _check_ray(cfg)
     _check_resume(cfg)
 
 

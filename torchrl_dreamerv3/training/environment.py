@@ -1,8 +1,9 @@
 """Where a run's envs come from: a preset name, a gymnasium id, a Hydra ``_target_``, or a Python factory.
 
 Every source ends as a seeded :class:`~torchrl_dreamerv3.envs.EpisodeStream`; ``run.envs`` of them
-are stacked into one ``SerialEnv`` (``run.collector=sync``) or spread over worker processes
-(``run.collector=multisync``, which needs a picklable factory).
+are stacked into one ``SerialEnv`` (``run.collector=sync``), spread over worker processes
+(``run.collector=multisync``, which needs a picklable factory) or over Ray actors (``run.collector=ray``,
+:mod:`.ray_collection`).
 """
 from __future__ import annotations
 
@@ -73,14 +74,20 @@ def _primed_env(make: EnvFactory, seed: int, agent: DreamerV3Modules) -> EnvBase
 
 
 def make_collector(cfg: DictConfig, make: EnvFactory, env: EnvBase, policy: DreamerV3Policy,
-                   device: torch.device):
-    """Sync ``Collector`` over ``env`` (default) or a ``MultiSyncCollector`` with one stream per worker."""
+                   device: torch.device, version: Callable[[], int] | None = None):
+    """Sync ``Collector`` over ``env`` (default), a ``MultiSyncCollector`` with one stream per worker, or Ray
+    actors (``run.collector=ray``) that get ``policy``'s weights whenever ``version()`` (the update count) moved."""
     frames = cfg.run.envs * cfg.run.steps_per_collect
     # The policy's carry comes from make_state_primer, so the collector must not add transforms of its own.
     common = dict(frames_per_batch=frames, total_frames=-1, compact_obs=True, storing_device="cpu",
                   policy_device=device, auto_register_policy_transforms=False)
     if cfg.run.collector == "sync":
         return Collector(with_primer(env, policy.agent), policy, env_device="cpu", **common)
-    env.close()  # the workers build their own
+    if not env.is_closed:  # the workers build their own (a SerialEnv whose workers never started is closed)
+        env.close()
+    if cfg.run.collector == "ray":
+        from .ray_collection import make_ray_collector  # ray is an optional extra
+
+        return make_ray_collector(cfg, make, policy, version)
     factories = [functools.partial(_primed_env, make, cfg.seed + i, policy.agent) for i in range(cfg.run.envs)]
     return MultiSyncCollector(factories, policy, cat_results="stack", **common)

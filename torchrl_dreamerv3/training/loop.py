@@ -45,21 +45,34 @@ def train(cfg: DictConfig, env_fn: EnvFactory | None = None,
             agent's own actor.
     """
     run = start_run(cfg, env_fn=env_fn, behaviour_actor=behaviour_actor)
-    with run.lock or contextlib.nullcontext(), StopRequest() as stop, run.collection:
-        while True:
-            owed = train_at_ratio(run, stop)
-            record_episodes(run)
-            log_progress(run)
-            report_open_loop(run)
-            evaluate_on_cadence(run)
-            # under torchrun every rank must take the same decision at the same round (dp.any)
-            stopping = run.dp.any(stop.requested)
-            done = not owed and run.collection.finished
-            if stopping or done or run.dp.any(time.time() - run.clock["save"] >= cfg.run.save_every):
-                save(run)
-            if stopping or done:
-                break
+    try:
+        with run.lock or contextlib.nullcontext(), StopRequest() as stop, run.collection:
+            while True:
+                owed = train_at_ratio(run, stop)
+                record_episodes(run)
+                log_progress(run)
+                report_open_loop(run)
+                evaluate_on_cadence(run)
+                # under torchrun every rank must take the same decision at the same round (dp.any)
+                stopping = run.dp.any(stop.requested)
+                done = not owed and run.collection.finished
+                if stopping or done or run.dp.any(time.time() - run.clock["save"] >= cfg.run.save_every):
+                    save(run)
+                if stopping or done:
+                    break
+    except BaseException:
+        _shutdown_after_error(run)
+        raise
     return finish(run)
+
+
+def _shutdown_after_error(run: Run) -> None:
+    """Worker processes and Ray actors (and a Ray cluster the run started) end with a failed run too; the
+    original error is the one raised."""
+    try:
+        run.collector.shutdown()
+    except Exception as error:  # noqa: BLE001 - the run's own error matters more
+        print(f"collector shutdown after the error failed too: {error!r}")
 
 
 def train_at_ratio(run: Run, stop: StopRequest) -> int:

@@ -144,7 +144,8 @@ def _start_prefill(run: Run, env) -> None:
     run.prefill = int(cfg.run.get("prefill", 0))
     remaining = run.prefill - run.env_steps
     if remaining > 0:
-        per_copy = remaining if cfg.run.collector == "sync" else -(-remaining // cfg.run.envs)  # one per worker
+        copies = dict(sync=1, multisync=cfg.run.envs, ray=OmegaConf.select(cfg, "run.ray.workers", default=1))
+        per_copy = -(-remaining // copies[cfg.run.collector])  # each policy copy (one per worker) counts its rows
         run.policy.actor = PrefillActor(run.policy.actor, unbatched_action_spec(env), per_copy, run.agent.keys.action)
         tqdm.tqdm.write(f"prefill: {remaining} env steps of a uniformly random agent before training (run.prefill)")
 
@@ -196,6 +197,9 @@ def _check_distributed(cfg: DictConfig, dp: DataParallel) -> None:
     if cfg.run.get("async_collect", "auto") is True:
         raise ValueError("run.async_collect=true is not supported under torchrun yet: every rank must collect the "
                          "same env steps per round (use run.async_collect=false or auto)")
+    if cfg.run.collector == "ray":
+        raise ValueError("run.collector=ray is not supported under torchrun: every rank would start its own Ray "
+                         "workers; use one learner process with run.collector=ray, or torchrun with sync/multisync")
     if cfg.checkpoint.replay:
         raise ValueError("checkpoint.replay=true is not supported under torchrun yet (each rank's replay shard "
                          "would need saving); resume refills the replays instead")
@@ -241,7 +245,8 @@ def start_run(cfg: DictConfig, env_fn: EnvFactory | None = None,
     _start_prefill(run, env)
     if dp.is_main:
         _announce(run, size, note)
-    run.collector = make_collector(cfg, run.make_env, env, run.policy, device)
+    # remote workers (run.collector=ray) get the weights after each training round: when the update count moved
+    run.collector = make_collector(cfg, run.make_env, env, run.policy, device, version=lambda: run.counters["updates"])
     run.collection = _make_collection(run)
     run.progress = Progress(int(cfg.run.steps), run.counters, estimate_after=cfg.run.get("estimate_after", 60),
                             hint=_SPEED_HINT, disable=not dp.is_main)

@@ -8,6 +8,7 @@ from torchrl.envs import EnvBase
 from ..envs import FLAG_KEYS
 from ..envs.any_env import model_observation_keys
 from ..modules import GENERATIONS, DreamerV3Modules, make_dreamerv3, model_config
+from .config_checks import COLLECTORS
 from .generations import generation_spec, resolve_switches
 from .learner import DreamerV3Learner
 
@@ -48,7 +49,7 @@ def validate_config(cfg: DictConfig) -> None:
         (cfg.replay.size >= cfg.batch_size * (cfg.batch_length + 1), f"replay.size={cfg.replay.size} cannot hold "
                                                                      "one batch of windows"),
         (cfg.replay_context == 1, f"replay_context={cfg.replay_context}: only 1 (the reference default) is supported"),
-        (cfg.run.collector in ("sync", "multisync"), f"run.collector must be sync or multisync, got {cfg.run.collector!r}"),
+        (cfg.run.collector in COLLECTORS, f"run.collector must be sync, multisync or ray, got {cfg.run.collector!r}"),
         (cfg.run.steps_per_collect >= 1, f"run.steps_per_collect must be >= 1, got {cfg.run.steps_per_collect}"),
     ]
     for ok, message in checks:
