@@ -7,7 +7,8 @@ Run at commit 299b6ba (before DreamerV1/V2 moved out of DreamerV3's loss classes
 Each case builds a tiny learner of one generation through the public config path
 (``setup.make_agent`` + ``setup.make_learner``, or ``DreamerV3Learner(agent)`` for the bare defaults), with
 a fixed seed, and runs two updates on fixed synthetic replay windows. ``tests/test_refactor_equivalence.py``
-rebuilds the same with the current code and compares bit for bit.
+rebuilds the same with the current code and compares bit for bit. ``long_run_reference.json`` holds the
+state digests of two DreamerV1/V2 learners over 160 updates (the settings of their learning benchmarks).
 """
 from __future__ import annotations
 
@@ -119,6 +120,41 @@ def run(name):
                 optimizer=learner.optimizer.state_dict())
 
 
+#: Cases run for many updates: past the DreamerV2 slow critic's hard copy (every 100 updates) and the warm-ups.
+LONG_CASES = {
+    "v2_cartpole_lrs": (["algo=dreamerv2", "opt3.model_lr=3e-4", "opt3.actor_lr=2e-4", "opt3.critic_lr=3e-4"],
+                        {"observation": (4,)}, ("onehot", 2)),
+    "v1_pendulum": (["algo=dreamerv1"], {"observation": (3,)}, ("bounded", 1)),
+}
+LONG_UPDATES, LONG_CHECKS = 160, (0, 99, 100, 101, 159)
+LONG_REFERENCE = Path(__file__).with_name("long_run_reference.json")
+
+
+def state_digest(learner) -> str:
+    """sha256 over the learner's state dict (names and raw bytes), in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(learner.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def long_run(name):
+    """``{update: digest}`` of the learner state after the updates in ``LONG_CHECKS`` (B4 x T8 windows)."""
+    CASES.setdefault(name, LONG_CASES[name])
+    learner, shapes = build(name)
+    digests = {}
+    for step in range(LONG_UPDATES):
+        data = window(learner.modules_, shapes, B=4, T=8, seed=step)
+        torch.manual_seed(100 + step)
+        learner.update(data)
+        if step in LONG_CHECKS:
+            digests[str(step)] = state_digest(learner)
+    return digests
+
+
 def unique_state(learner):
     """The learner's state dict without aliases: a shared module's tensors are stored under their first key."""
     seen, state = set(), {}
@@ -134,6 +170,10 @@ def main():
     reference = {name: run(name) for name in CASES}
     torch.save(reference, REFERENCE)
     print(f"wrote {REFERENCE.name}: {REFERENCE.stat().st_size / 1024:.0f} KiB, cases {list(reference)}")
+    import json
+
+    LONG_REFERENCE.write_text(json.dumps({name: long_run(name) for name in LONG_CASES}, indent=1) + "\n")
+    print(f"wrote {LONG_REFERENCE.name}: {list(LONG_CASES)} after {LONG_CHECKS} updates")
 
 
 if __name__ == "__main__":
