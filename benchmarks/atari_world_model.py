@@ -14,8 +14,8 @@ checkpoint was trained on, both collected on an env seeded apart from the run (`
 Each window is ``--length`` steps; its first step is marked ``is_first``, so every model starts from its own
 initial state and the stored latents of the collecting model are not used. The first half is filtered with
 the posterior, the second half is predicted open loop from the recorded actions (the reference's report,
-``training/report.py``). Scores: mean squared per-pixel error (pixels in [0, 1]) and mean absolute reward
-error (env units), each for the observed (``obs``) and the imagined (``imag``) half. Writes
+``training/report.py``). Scores: mean squared per-pixel error (pixels in [0, 1]) and mean squared reward
+error (squared env units; the reward head predicts the expected reward), each for the observed (``obs``) and the imagined (``imag``) half. Writes
 ``results/<name>.md`` and ``.csv`` and the final checkpoint's open-loop video per run as a GIF.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from torchrl_dreamerv3.training.replay_buffer import make_stream_replay  # noqa:
 from torchrl_dreamerv3.training.report import open_loop_report, save_gif  # noqa: E402
 from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner, unbatched_action_spec  # noqa: E402
 
-METRICS = ("openl_mse_obs", "openl_mse_imag", "openl_reward_mae_obs", "openl_reward_mae_imag")
+METRICS = ("openl_mse_obs", "openl_mse_imag", "openl_reward_mse_obs", "openl_reward_mse_imag")
 
 
 def collect_windows(cfg, agent, *, random_actions: bool, steps: int, windows: int, length: int,
@@ -104,12 +104,13 @@ def evaluate_run(run_dir: Path, args, out: Path) -> list[dict]:
             env_steps = load_checkpoint(path, learner=learner, ratio=ratio)["env_steps"]
         for name, windows in data.items():
             start = time.time()
-            rows.append({"run": run_dir.name, "env_steps": env_steps, "data": name, **score(agent, windows),
+            rows.append({"run": run_dir.name, "point": len(rows) // len(data), "env_steps": env_steps, "data": name,
+                         **score(agent, windows),
                          "seconds": time.time() - start})
             r = rows[-1]
             print(f"{run_dir.name} step {env_steps:>6} {name:>6}: mse obs {r['openl_mse_obs']:.5f} imag "
-                  f"{r['openl_mse_imag']:.5f}  reward mae obs {r['openl_reward_mae_obs']:.3f} imag "
-                  f"{r['openl_reward_mae_imag']:.3f}", flush=True)
+                  f"{r['openl_mse_imag']:.5f}  reward mse obs {r['openl_reward_mse_obs']:.3f} imag "
+                  f"{r['openl_reward_mse_imag']:.3f}", flush=True)
     video = open_loop_report(agent, data["agent"][:4])[0]  # the final checkpoint is loaded last
     save_gif(video, out / f"{args.name}_{run_dir.name}.gif")
     return rows
@@ -120,15 +121,19 @@ def write_tables(rows: list[dict], out: Path, name: str, command: str) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    # the runs save at their own moments: rows pair the i-th checkpoint of every run (step 0 = initial model)
     lines = [f"`{command}`", "",
-             "| data | env steps | image MSE, observed | image MSE, open loop | reward MAE, observed | "
-             "reward MAE, open loop | runs |", "|---|---|---|---|---|---|---|"]
+             "| data | point | env steps (per run) | image MSE, observed | image MSE, open loop | reward MSE, observed | "
+             "reward MSE, open loop |", "|---|---|---|---|---|---|---|"]
     for data in ("random", "agent"):
-        for steps in sorted({r["env_steps"] for r in rows if r["data"] == data}):
-            group = [r for r in rows if r["data"] == data and r["env_steps"] == steps]
+        for point in sorted({r["point"] for r in rows}):
+            group = [r for r in rows if r["data"] == data and r["point"] == point]
+            if not group:
+                continue
             mean = {k: statistics.fmean(r[k] for r in group) for k in METRICS}
-            lines.append(f"| {data} | {steps:,} | {mean['openl_mse_obs']:.5f} | {mean['openl_mse_imag']:.5f} | "
-                         f"{mean['openl_reward_mae_obs']:.2f} | {mean['openl_reward_mae_imag']:.2f} | {len(group)} |")
+            steps = " / ".join(f"{r['env_steps']:,}" for r in group)
+            lines.append(f"| {data} | {point} | {steps} | {mean['openl_mse_obs']:.5f} | {mean['openl_mse_imag']:.5f} | "
+                         f"{mean['openl_reward_mse_obs']:.3f} | {mean['openl_reward_mse_imag']:.3f} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -67,5 +67,5 @@ def test_every_checkpoint_and_the_initial_model_are_scored(run_dir, tmp_path):
     with open(tmp_path / "t.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     table = (tmp_path / "t.md").read_text()
-    assert "| random | 0 |" in table and "| agent | 64 |" in table
+    assert "| random | 0 | 0 |" in table and "| agent | 1 | 64 |" in table
     assert (tmp_path / f"t_{run_dir.name}.gif").is_file()

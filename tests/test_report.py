@@ -53,7 +53,7 @@ def test_video_shape_and_truth_panel(agent, window):
     for row in range(4):
         truth, _, _ = _panels(frames, row)
         assert torch.equal(truth, window["pixels"][row, 1:])  # rows 1..T of the window
-    assert set(metrics) == {"openl_mse_obs", "openl_mse_imag", "openl_reward_mae_obs", "openl_reward_mae_imag"}
+    assert set(metrics) == {"openl_mse_obs", "openl_mse_imag", "openl_reward_mse_obs", "openl_reward_mse_imag"}
     assert all(torch.isfinite(v) and v.dim() == 0 for v in metrics.values())
     assert open_loop_video(agent, window, rows=2).shape == (T, 3, 2 * H, 3 * W)
 
@@ -93,9 +93,9 @@ def test_reward_errors_are_the_reward_heads_error_on_the_reported_latents(agent,
             state = agent.imagine_step(state.clone().set("action", data[:, t]["prev_action"]))
             states.append(state.select("deter", "stoch").unsqueeze(1))
         predicted = agent.reward(torch.cat(states, 1))["reward_pred"][..., 0]
-    error = (predicted - window["next", "reward"][:, :-1, 0]).abs()  # row t's reward arrives with row t + 1
-    torch.testing.assert_close(metrics["openl_reward_mae_obs"], error[:, :context].mean())
-    torch.testing.assert_close(metrics["openl_reward_mae_imag"], error[:, context:].mean())
+    error = (predicted - window["next", "reward"][:, :-1, 0]).square()  # row t's reward arrives with row t + 1
+    torch.testing.assert_close(metrics["openl_reward_mse_obs"], error[:, :context].mean())
+    torch.testing.assert_close(metrics["openl_reward_mse_imag"], error[:, context:].mean())
 
 
 def test_imagination_follows_recorded_actions(agent, window):

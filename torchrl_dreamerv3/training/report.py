@@ -67,7 +67,7 @@ def _frozen(modules: torch.nn.Module, device: torch.device):
 
 def _open_loop_predict(modules: DreamerV3Modules, window: TensorDictBase, context: int | None, key: NestedKey):
     """``(truth uint8 (B, T, C, H, W), prediction float in [0, 1] (B, T, C, H, W), context, reward error)``;
-    the reward error is ``|predicted - recorded reward|`` per step ``(B, T)``, from the same latents."""
+    the reward error is ``(predicted - recorded reward) ** 2`` per step ``(B, T)``, from the same latents."""
     if window.batch_dims != 2:
         raise ValueError(f"open-loop reports need a replay window (B, T + 1), got batch shape {tuple(window.shape)}")
     k = modules.keys
@@ -92,7 +92,7 @@ def _open_loop_predict(modules: DreamerV3Modules, window: TensorDictBase, contex
         pred = pred + 0.5  # V1/V2 decoders predict the mean of x/255 - 0.5 (SPEC_V1_V2 §1.2)
     pred = pred.clamp(0, 1)
     reward_pred = modules.reward(latents).get(k.reward_pred).float().reshape(data.shape)
-    reward_error = (reward_pred - data.get("reward").float().reshape(data.shape)).abs()
+    reward_error = (reward_pred - data.get("reward").float().reshape(data.shape)).square()
     return data.get(key), pred, context, reward_error
 
 
@@ -120,9 +120,11 @@ def open_loop_report(
         images with ``C`` not in ``(1, 3)``, e.g. frame stacks, keep their last channel as grey).
         ``metrics``: 0-d tensors ``openl_mse_obs`` (posterior reconstruction, steps ``< context``)
         and ``openl_mse_imag`` (open-loop prediction, steps ``>= context``; absent if ``context == T``),
-        mean squared per-pixel error with pixels in ``[0, 1]``; ``openl_reward_mae_obs`` and
-        ``openl_reward_mae_imag``, the mean absolute error of the reward head's prediction (its mean)
-        against the recorded reward over the same steps, in the env's reward units.
+        mean squared per-pixel error with pixels in ``[0, 1]``; ``openl_reward_mse_obs`` and
+        ``openl_reward_mse_imag``, the mean squared error of the reward head's prediction against the
+        recorded reward over the same steps, in squared env reward units (squared, not absolute: the head
+        predicts the expected reward, which minimises the squared error; with sparse rewards the absolute
+        error would favour predicting zero).
 
     Runs without gradient, in eval mode and on a forked RNG: module flags and the global random
     stream are as before the call.
@@ -131,10 +133,10 @@ def open_loop_report(
     with _frozen(modules, window.get(key).device):
         truth, pred, context, reward_error = _open_loop_predict(modules, window, context, key)
     err = (pred - truth.float() / 255.0).square()
-    metrics = {"openl_mse_obs": err[:, :context].mean(), "openl_reward_mae_obs": reward_error[:, :context].mean()}
+    metrics = {"openl_mse_obs": err[:, :context].mean(), "openl_reward_mse_obs": reward_error[:, :context].mean()}
     if context < truth.shape[1]:
         metrics["openl_mse_imag"] = err[:, context:].mean()
-        metrics["openl_reward_mae_imag"] = reward_error[:, context:].mean()
+        metrics["openl_reward_mse_imag"] = reward_error[:, context:].mean()
     return _video_grid(truth[:rows], pred[:rows]), metrics
 
 
@@ -146,7 +148,7 @@ def open_loop_video(modules: DreamerV3Modules, window: TensorDictBase, context: 
 
 def openloop_mse(modules: DreamerV3Modules, window: TensorDictBase, context: int | None = None,
                  key: NestedKey | None = None) -> dict[str, torch.Tensor]:
-    """The metrics of :func:`open_loop_report` (``openl_mse_*`` and ``openl_reward_mae_*``)."""
+    """The metrics of :func:`open_loop_report` (``openl_mse_*`` and ``openl_reward_mse_*``)."""
     return open_loop_report(modules, window, context, key)[1]
 
 
