@@ -87,7 +87,8 @@ def main() -> None:
         alone = run(preset, False, args.steps, 0.001)
         print(f"| {preset} | collection only | {alone['env_steps']} | 1 | {alone['wall']:.1f} | {alone['sps']:.1f} | "
               f"{alone['steady_sps']:.1f} | - | - | - |", flush=True)
-        collect = 1.0 / alone["steady_sps"]  # seconds per env step, acting alone
+        # seconds per env step, acting alone (a run too short for two logged rates: its whole-run rate)
+        collect = 1.0 / (alone["steady_sps"] if alone["steady_sps"] == alone["steady_sps"] else alone["sps"])
         ideal = None
         for mode in (False, True):
             r = run(preset, mode, args.steps, args.ratio)
