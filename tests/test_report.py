@@ -58,6 +58,18 @@ def test_video_shape_and_truth_panel(agent, window):
     assert open_loop_video(agent, window, rows=2).shape == (T, 3, 2 * H, 3 * W)
 
 
+def _direct_latents(agent, window, context):
+    """The report's latents, rebuilt by hand: posterior for steps < context, then the prior driven by the
+    recorded actions."""
+    data = split_context(window)
+    post = agent.observe(agent.encoder(data[:, :context]))
+    states, state = [post.select("deter", "stoch")], post[:, -1].select("deter", "stoch")
+    for t in range(context, T):
+        state = agent.imagine_step(state.clone().set("action", data[:, t]["prev_action"]))
+        states.append(state.select("deter", "stoch").unsqueeze(1))
+    return torch.cat(states, 1)
+
+
 def test_panels_match_a_direct_world_model_rollout(agent, window):
     """Posterior reconstructions for steps < context, then the prior driven by the recorded actions."""
     context = 3
@@ -65,13 +77,7 @@ def test_panels_match_a_direct_world_model_rollout(agent, window):
     frames = open_loop_video(agent, window, context=context)
     torch.manual_seed(1)  # the report forks the RNG, so the same draws happen here
     with torch.no_grad():
-        data = split_context(window)
-        post = agent.observe(agent.encoder(data[:, :context]))
-        states, state = [post.select("deter", "stoch")], post[:, -1].select("deter", "stoch")
-        for t in range(context, T):
-            state = agent.imagine_step(state.clone().set("action", data[:, t]["prev_action"]))
-            states.append(state.select("deter", "stoch").unsqueeze(1))
-        reco = agent.decoder(torch.cat(states, 1))["reco", "pixels"]
+        reco = agent.decoder(_direct_latents(agent, window, context))["reco", "pixels"]
     for row in range(4):
         truth, pred, error = _panels(frames, row)
         assert torch.equal(pred, _to_uint8(reco[row]))
@@ -86,13 +92,7 @@ def test_reward_errors_are_the_reward_heads_error_on_the_reported_latents(agent,
     metrics = open_loop_report(agent, window, context=context)[1]
     torch.manual_seed(1)
     with torch.no_grad():
-        data = split_context(window)
-        post = agent.observe(agent.encoder(data[:, :context]))
-        states, state = [post.select("deter", "stoch")], post[:, -1].select("deter", "stoch")
-        for t in range(context, T):
-            state = agent.imagine_step(state.clone().set("action", data[:, t]["prev_action"]))
-            states.append(state.select("deter", "stoch").unsqueeze(1))
-        predicted = agent.reward(torch.cat(states, 1))["reward_pred"][..., 0]
+        predicted = agent.reward(_direct_latents(agent, window, context))["reward_pred"][..., 0]
     error = (predicted - window["next", "reward"][:, :-1, 0]).square()  # row t's reward arrives with row t + 1
     torch.testing.assert_close(metrics["openl_reward_mse_obs"], error[:, :context].mean())
     torch.testing.assert_close(metrics["openl_reward_mse_imag"], error[:, context:].mean())
