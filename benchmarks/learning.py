@@ -6,6 +6,7 @@
     python benchmarks/learning.py --task cartpole --seeds 0 -- run.train_ratio=512   # extra Hydra overrides
     python benchmarks/learning.py --task pendulum --algo dreamerv1 --seeds 0          # an earlier generation
     python benchmarks/learning.py --plot-generations cartpole                          # V1/V2/V3 curves in one PNG
+    python benchmarks/learning.py --task cartpole --compare cartpole cartpole_async    # result sets side by side
 
 Each seed runs ``examples/dreamerv3_atari.py`` (the main job's loop) in a subprocess with the task's
 settings below, then the script writes ``results/<name>.csv`` (seed, env step, episode return) and
@@ -96,6 +97,9 @@ def main() -> None:
                         help="the generation to train (configs/algo); results go to <task>_<algo> unless dreamerv3")
     parser.add_argument("--plot-generations", metavar="TASK", default=None,
                         help="only plot results/TASK{,_dreamerv1,_dreamerv2,...}.csv into results/TASK_generations.png")
+    parser.add_argument("--compare", metavar="NAME", nargs="+", default=None,
+                        help="only compare results/NAME.csv sets on --task's target: a table per seed and "
+                             "results/<--name or NAME_vs_NAME>.png")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=None, help="env steps per seed (default: the task's)")
     parser.add_argument("--name", default=None, help="results/<name>.csv|png (default: the task name)")
@@ -106,6 +110,8 @@ def main() -> None:
     if args.plot_generations:
         return plot_generations(args.plot_generations)
     task = TASKS[args.task]
+    if args.compare:
+        return compare_results(args.compare, task["target"], args.name or "_vs_".join(args.compare))
     steps = args.steps or task.get("steps_by_algo", {}).get(args.algo, task["steps"])
     name = args.name or (args.task if args.algo == "dreamerv3" else f"{args.task}_{args.algo}")
     outdir = ROOT / args.runs / name
@@ -145,40 +151,74 @@ def read_results(path: Path) -> dict[str, tuple[list[int], list[float]]]:
     return runs
 
 
-def plot_generations(task: str) -> None:
-    """``results/<task>_generations.png``: the mean return (over seeds) of every generation with results."""
+def seed_summary(runs: dict[str, tuple[list[int], list[float]]], target: float):
+    """Per seed: ``(name, episodes, last-10 mean return, env step the 10-episode mean reached target or None)``."""
+    rows = []
+    for name, (steps, returns) in runs.items():
+        last10 = returns[-10:]
+        rows.append((name, len(returns), sum(last10) / max(1, len(last10)),
+                     moving_average_first_reach(steps, returns, target)))
+    return rows
+
+
+def compare_results(names: list[str], target: float, out_name: str, results: Path = ROOT / "results") -> None:
+    """Prints each result set's per-seed table and how many seeds reached ``target``; plots their means."""
+    paths = [results / f"{name}.csv" for name in names]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"--compare: no such results file: {', '.join(missing)}")
+    sets = {name: read_results(path) for name, path in zip(names, paths)}
+    print(f"target {target} (10-episode mean)")
+    print("set | seed | episodes | last-10 mean return | env steps to target")
+    for name, runs in sets.items():
+        rows = seed_summary(runs, target)
+        for seed, episodes, last10, reached in rows:
+            print(f"{name} | {seed} | {episodes} | {last10:.1f} | {reached if reached is not None else 'not reached'}")
+        hits = [r for *_, r in rows if r is not None]
+        print(f"{name}: {len(hits)} of {len(rows)} seeds reached the target; "
+              f"mean last-10 return {sum(r[2] for r in rows) / len(rows):.1f}")
+    _plot_sets(sets, results / f"{out_name}.png", "mean return, min/max over seeds", target=target)
+
+
+def _plot_sets(sets: dict[str, dict], out: Path, title: str, target: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = ROOT / "results"
     fig, ax = plt.subplots(figsize=(6, 4))
-    found = 0
-    # results/<task>.csv is DreamerV3's; results/<task>_<generation>[_<variant>].csv the others' (e.g. a
-    # run with the authors' learning rates saved as <task>_dreamerv2_authors_lr.csv)
-    paths = [results / f"{task}.csv"] + sorted(results.glob(f"{task}_dreamerv[12]*.csv"))
-    for path in paths:
-        if not path.exists():
-            continue
-        label = "dreamerv3" if path.stem == task else path.stem[len(task) + 1:]
-        runs = read_results(path)
+    for label, runs in sets.items():
         centers, mean, low, high, _ = bin_runs(runs, 30)
         ax.plot(centers, mean, lw=2, label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
         ax.fill_between(centers, low, high, alpha=0.15)
-        found += 1
-        print(f"{label}: {sum(len(r[0]) for r in runs.values())} episodes from {path.name}")
-    if not found:
-        raise SystemExit(f"no results/{task}*.csv to plot")
+    if target is not None:
+        ax.axhline(target, color="gray", ls="--", lw=1, label=f"target {target:g}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
-    ax.set_title(f"{task}: Dreamer generations (mean, min/max over seeds)")
+    ax.set_title(title, fontsize=9)
     ax.legend()
-    out = results / f"{task}_generations.png"
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     print(f"wrote {out}")
+
+
+def plot_generations(task: str) -> None:
+    """``results/<task>_generations.png``: the mean return (over seeds) of every generation with results."""
+    results = ROOT / "results"
+    # results/<task>.csv is DreamerV3's; results/<task>_<generation>[_<variant>].csv the others' (e.g. a
+    # run with the authors' learning rates saved as <task>_dreamerv2_authors_lr.csv)
+    paths = [results / f"{task}.csv"] + sorted(results.glob(f"{task}_dreamerv[12]*.csv"))
+    sets = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        label = "dreamerv3" if path.stem == task else path.stem[len(task) + 1:]
+        sets[label] = read_results(path)
+        print(f"{label}: {sum(len(r[0]) for r in sets[label].values())} episodes from {path.name}")
+    if not sets:
+        raise SystemExit(f"no results/{task}*.csv to plot")
+    _plot_sets(sets, results / f"{task}_generations.png", f"{task}: Dreamer generations (mean, min/max over seeds)")
 
 
 if __name__ == "__main__":

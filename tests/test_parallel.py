@@ -156,7 +156,9 @@ def test_sync_collection_collects_one_batch_per_call_and_keeps_the_ratio():
     rows.collection = collection = SyncCollection(fake_collector(), rows.write, Ratio())
     owed = [collection.updates_due() for _ in range(4)]
     assert owed == [1, 2, 2, 2] and rows.rows == collection.env_steps == 4 * FRAMES
-    assert collection.episodes() == [(4.0, 5), (9.0, 5), (14.0, 5), (19.0, 5), (24.0, 5), (29.0, 5)]
+    # each stamped with the env steps at the end of its batch (batches of FRAMES = 8 steps)
+    assert collection.episodes() == [(4.0, 5, 8), (9.0, 5, 16), (14.0, 5, 16), (19.0, 5, 24), (24.0, 5, 32),
+                                     (29.0, 5, 32)]
 
 
 def test_ready_delays_the_first_update():
@@ -180,3 +182,56 @@ def test_use_parallel(setting, cuda, expected):
     assert use_parallel(setting, torch.device("cuda" if cuda else "cpu")) is expected
     with pytest.raises(ValueError, match="run.async_collect"):
         use_parallel("sometimes", torch.device("cpu"))
+
+
+def test_episodes_drained_late_keep_the_step_of_their_batch():
+    # a slow learner drains the episodes only after its round, while the collector runs up to max_ahead on
+    rows, collection = make(max_ahead=32)
+    drained = []
+    run(collection, steps=160, update_time=0.004, on_update=lambda: drained.extend(collection.episodes()))
+    drained += collection.episodes()
+    assert len(drained) == collection.env_steps // 5 >= 32  # every episode once (the thread may pass 160)
+    # fake episodes end at step 4, 9, 14, ... and their return is that step: the batch holding it ends at
+    # the next multiple of FRAMES
+    for value, length, step in drained:
+        assert step == (int(value) // FRAMES + 1) * FRAMES, (value, step)
+
+
+def test_rounds_are_capped_and_the_rest_stays_owed():
+    # the collector runs 64 steps ahead (16 updates' worth); each call grants at most 3, the ratio loses none
+    rows = Rows()
+    rows.collection = collection = ParallelCollection(fake_collector(), rows.write, Ratio(), max_ahead=64,
+                                                      round_updates=3)
+    grants = []
+    with collection:
+        while collection.env_steps < 320:
+            owed = collection.updates_due(timeout=1.0)
+            grants.append(owed)
+            time.sleep(0.01 * owed)  # a slow learner: the collector is ahead at (nearly) every call
+            collection.update_done(owed)
+        with collection.pause():
+            owed_at_cut = int((collection.env_steps - collection.ratio.prev) * collection.ratio.ratio)
+            steps, updates = collection.env_steps, collection.updates
+    assert max(grants) == 3 and grants.count(3) > 5
+    # granted + still owed = what the ratio owes for the steps written (the first update, then 1 per 4 steps)
+    assert updates + owed_at_cut == 1 + (steps - collection.ratio.first) // PER_UPDATE
+
+
+def test_round_updates_below_one_is_refused():
+    with pytest.raises(ValueError, match="round_updates must be >= 1"):
+        ParallelCollection(fake_collector(), lambda b: None, TrainRatio(1, 1, PER_UPDATE), max_ahead=8,
+                           round_updates=0)
+
+
+def test_max_ahead_auto_is_four_batches_or_two_updates():
+    from omegaconf import OmegaConf
+
+    from torchrl_dreamerv3.training.run import max_ahead
+
+    def cfg(value, envs=1, per_collect=16):
+        return OmegaConf.create({"run": {"max_ahead": value, "envs": envs, "steps_per_collect": per_collect}})
+
+    assert max_ahead(cfg("auto"), TrainRatio(256, 16, 32)) == 64  # 4 x 16 steps; 1 update per 2 steps
+    assert max_ahead(cfg("auto", envs=16), TrainRatio(32, 16, 64)) == 1024  # Atari: 4 x 256 steps
+    assert max_ahead(cfg("auto"), TrainRatio(4, 16, 64)) == 512  # 1 update per 256 steps: 2 updates' worth
+    assert max_ahead(cfg(100), TrainRatio(256, 16, 32)) == 100

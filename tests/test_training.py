@@ -91,6 +91,7 @@ def test_sigint_finishes_the_step_saves_and_exits_cleanly(tmp_path, parallel):
     for save in saves:
         rows = json.loads((save / "replay" / "manifest.json").read_text())["len"]
         assert rows == json.loads((save / "info.json").read_text())["counters"]["env_steps"], save.name
+    _assert_episodes_stamped_at_their_batch(tmp_path / "episodes.csv", per_batch=8)
     if parallel:  # the resumed run continues the counters from the cut
         steps = counters["env_steps"] + 64
         again = _run(tmp_path, "env=cartpole", f"run.steps={steps}", *mode, f"resume={tmp_path}")
@@ -98,6 +99,18 @@ def test_sigint_finishes_the_step_saves_and_exits_cleanly(tmp_path, parallel):
         resumed = _counters(tmp_path)
         assert resumed["env_steps"] >= steps and resumed["updates"] > counters["updates"]
         assert _replay_rows(tmp_path) == resumed["env_steps"]
+
+
+def _assert_episodes_stamped_at_their_batch(path, per_batch):
+    """One env: episode i ends at row sum_{j<=i} (length_j + 1) (each episode has its reset row), so the step
+    logged for it (the env steps at the end of its batch) lies in [that row, that row + per_batch). In parallel
+    mode the learner drains episodes rounds later, so a stamp taken at drain time would fall far behind."""
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    assert rows, "no episode finished"
+    end = 0
+    for step, _, length in rows:
+        end += int(length) + 1
+        assert end <= int(step) < end + per_batch, (step, end)
 
 
 def _compose(*overrides):

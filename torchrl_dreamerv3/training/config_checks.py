@@ -21,8 +21,8 @@ __all__ = ["check_config", "check_resumed_model_size", "RULES"]
 _ABSENT = object()
 
 
-def _rule(kind, low=None, high=None, low_open=False, high_open=False):
-    return dict(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open)
+def _rule(kind, low=None, high=None, low_open=False, high_open=False, auto=False):
+    return dict(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open, auto=auto)
 
 
 INT, NUM, BOOL = "an integer", "a number", "true or false"
@@ -38,7 +38,7 @@ RULES = {
     "run.steps": _rule(INT, 1), "run.train_ratio": _rule(NUM, **POSITIVE), "run.envs": _rule(INT, 1),
     "run.steps_per_collect": _rule(INT, 1), "run.prefill": _rule(INT, 0), "run.log_every": _rule(NUM, 0),
     "run.report_every": _rule(NUM), "run.save_every": _rule(NUM, 0), "run.eval_every": _rule(INT, 0),
-    "run.eval_eps": _rule(INT, 1), "run.max_ahead": _rule(INT, 1), "run.estimate_after": _rule(NUM, 0),
+    "run.eval_eps": _rule(INT, 1), "run.max_ahead": _rule(INT, 1, auto=True), "run.estimate_after": _rule(NUM, 0),
     "run.ray.workers": _rule(INT, 1),
     "opt.lr": _rule(NUM, **POSITIVE), "opt.agc": _rule(NUM, **POSITIVE), "opt.eps": _rule(NUM, 0),
     "opt.beta1": _rule(NUM, 0, 1, high_open=True), "opt.beta2": _rule(NUM, 0, 1, high_open=True),
@@ -74,7 +74,9 @@ def _range_text(rule) -> str:
 
 
 def _check_value(name: str, value, rule) -> None:
-    allowed = rule["kind"] + (f" {_range_text(rule)}" if _range_text(rule) else "")
+    if rule["auto"] and value == "auto":
+        return
+    allowed = rule["kind"] + (f" {_range_text(rule)}" if _range_text(rule) else "") + (" or auto" if rule["auto"] else "")
     if not _kind_ok(rule["kind"], value):
         hint = f"; write {int(value)}" if rule["kind"] == INT and isinstance(value, float) and value.is_integer() else ""
         raise ValueError(f"{name}={value!r} ({type(value).__name__}) must be {allowed}{hint}")

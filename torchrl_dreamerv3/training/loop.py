@@ -99,10 +99,10 @@ def train_step(run: Run) -> None:
 
 def record_episodes(run: Run) -> None:
     """Episode returns finished since the last call, and the env steps collected."""
-    for value, length in run.collection.episodes():  # under torchrun: rank 0's episodes
+    for value, length, step in run.collection.episodes():  # under torchrun: rank 0's episodes
         run.counters["episodes"] += 1
         run.last_return = value
-        run.logger.log_episode(run.env_steps, value, length)
+        run.logger.log_episode(step * run.dp.world_size, value, length)
     env_steps = run.collection.env_steps * run.dp.world_size  # every rank collects the same steps per round
     run.progress.advance(env_steps - run.env_steps)
     run.counters["env_steps"] = env_steps

@@ -84,7 +84,10 @@ class SyncCollection:
     def _consume(self, batch: TensorDictBase) -> int:
         batch = batch if batch.batch_dims == 2 else batch.unsqueeze(0)  # (envs, time)
         self.write(batch)
-        self._episodes.extend(episodes_in(batch))
+        # stamped with the env steps at the end of their batch: the learner drains them only after its round,
+        # and in parallel mode the collector may have run max_ahead steps further by then
+        end = self.env_steps + batch.numel()
+        self._episodes.extend((value, length, end) for value, length in episodes_in(batch))
         return batch.numel()
 
     @property
@@ -95,8 +98,9 @@ class SyncCollection:
     def _collected_all(self) -> bool:
         return self.total_steps is not None and self.env_steps >= self.total_steps
 
-    def episodes(self) -> list[tuple[float, int]]:
-        """The (return, length) of episodes finished since the last call, oldest first."""
+    def episodes(self) -> list[tuple[float, int, int]]:
+        """The (return, length, env steps at the end of its batch) of episodes finished since the last call,
+        oldest first."""
         out = []
         while self._episodes:
             out.append(self._episodes.popleft())
@@ -150,19 +154,25 @@ class ParallelCollection(SyncCollection):
     steps not yet paid for by finished updates exceed ``max_ahead`` (so at most ``max_ahead`` plus one
     batch). ``max_ahead`` must be at least ``1 / r``: the learner pays in whole updates.
 
+    ``round_updates`` caps the updates granted per call (the loop logs, evaluates and saves between calls);
+    the rest stays owed to the next call.
+
     ``pause()`` waits for the batch in flight to be written and holds the thread there, and returns
     granted but unfinished updates to the ratio: inside it, replay rows == ``env_steps`` and the
     ratio's state matches ``updates``, a consistent cut for a checkpoint.
     """
 
     def __init__(self, collector: Iterable, write: Callable[[TensorDictBase], None], ratio: TrainRatio, *,
-                 max_ahead: int, ready: Callable[[], bool] = lambda: True, env_steps: int = 0,
-                 total_steps: int | None = None):
+                 max_ahead: int, round_updates: int | None = None, ready: Callable[[], bool] = lambda: True,
+                 env_steps: int = 0, total_steps: int | None = None):
         super().__init__(collector, write, ratio, ready=ready, env_steps=env_steps, total_steps=total_steps)
         if max_ahead < 1.0 / ratio.ratio:
             raise ValueError(f"run.max_ahead={max_ahead} env steps is less than one update's worth "
                              f"({1.0 / ratio.ratio:g} env steps at this train ratio); the collector would wait forever")
+        if round_updates is not None and round_updates < 1:
+            raise ValueError(f"round_updates must be >= 1, got {round_updates}")
         self.max_ahead = max_ahead
+        self.round_updates = round_updates
         self._cond = threading.Condition()
         self._paused = self._parked = self._stopping = self._finished = False
         self._error: BaseException | None = None
@@ -217,13 +227,19 @@ class ParallelCollection(SyncCollection):
             raise RuntimeError("the collector thread failed") from self._error
 
     def updates_due(self, timeout: float | None = None) -> int:
-        """Blocks until the ratio owes at least one update (returns how many) or ``timeout`` s pass (0)."""
+        """Blocks until the ratio owes at least one update (returns how many, at most ``round_updates``) or
+        ``timeout`` s pass (0)."""
         self.start()
         with self._cond:
             while True:
                 self._raise_if_failed()
                 if self.ready():
                     owed = self.ratio(self.env_steps)
+                    if self.round_updates is not None and owed > self.round_updates:
+                        # the rest stays owed: a round of max_ahead's worth of updates (hundreds on small
+                        # tasks) would hold back logging, evaluation and checkpoints for minutes
+                        self.ratio.refund(owed - self.round_updates)
+                        owed = self.round_updates
                     if owed:
                         self._pending += owed
                         return owed

@@ -1,6 +1,7 @@
 """Everything a training run holds, built from the config in one place (the ``make_*`` of a sota script)."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,14 @@ def _replay_ready(run: Run) -> bool:
     return filled and run.collection.env_steps >= run.prefill
 
 
+def max_ahead(cfg: DictConfig, ratio: TrainRatio) -> int:
+    """``run.max_ahead`` in env steps; ``auto``: 4 collected batches (at least 2 updates' worth), so that the
+    acting policy lags the learner by the same few batches on a 10k-step CartPole run as on Atari."""
+    if cfg.run.max_ahead != "auto":
+        return int(cfg.run.max_ahead)
+    return max(4 * cfg.run.envs * cfg.run.steps_per_collect, math.ceil(2 / ratio.ratio))
+
+
 def _make_collection(run: Run) -> SyncCollection:
     """Collect-then-train (sync) or a collector thread beside the learner (``run.async_collect``)."""
     cfg, keys = run.cfg, (*run.agent.obs_keys, *REPLAY_KEYS)
@@ -186,7 +195,11 @@ def _make_collection(run: Run) -> SyncCollection:
                   total_steps=-(-int(cfg.run.steps) // world))
     # under torchrun every rank collects in step with its updates, so all ranks owe the same updates
     if world == 1 and use_parallel(cfg.run.get("async_collect", "auto"), run.device):
-        return ParallelCollection(run.collector, write, run.ratio, max_ahead=int(cfg.run.max_ahead), **kwargs)
+        per_batch = cfg.run.envs * cfg.run.steps_per_collect
+        # rounds as long as sync mode's: the updates one collected batch earns
+        round_updates = max(1, math.ceil(per_batch * run.ratio.ratio))
+        return ParallelCollection(run.collector, write, run.ratio, max_ahead=max_ahead(cfg, run.ratio),
+                                  round_updates=round_updates, **kwargs)
     return SyncCollection(run.collector, write, run.ratio, **kwargs)
 
 
