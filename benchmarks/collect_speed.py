@@ -16,6 +16,7 @@ instead of ``1 / (c + t)`` (``steady rate / ideal``; 1.0 is perfect overlap).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import subprocess
@@ -88,7 +89,7 @@ def main() -> None:
         print(f"| {preset} | collection only | {alone['env_steps']} | 1 | {alone['wall']:.1f} | {alone['sps']:.1f} | "
               f"{alone['steady_sps']:.1f} | - | - | - |", flush=True)
         # seconds per env step, acting alone (a run too short for two logged rates: its whole-run rate)
-        collect = 1.0 / (alone["steady_sps"] if alone["steady_sps"] == alone["steady_sps"] else alone["sps"])
+        collect = 1.0 / (alone["sps"] if math.isnan(alone["steady_sps"]) else alone["steady_sps"])
         ideal = None
         for mode in (False, True):
             r = run(preset, mode, args.steps, args.ratio)

@@ -118,15 +118,13 @@ def main() -> None:
     results = ROOT / "results"
     results.mkdir(exist_ok=True)
 
-    rows, curves, summary = [], {}, []
+    rows, curves, walls = [], {}, []
     for seed in args.seeds:
         episodes, wall = run_seed(task_overrides(task, args.algo), seed, steps, outdir, args.extra, args.threads)
         ep_steps, ep_returns = read_returns_csv(episodes)
         curves[f"seed {seed}"] = (ep_steps, ep_returns)
         rows += [(seed, int(s), r) for s, r in zip(ep_steps, ep_returns)]
-        last10 = ep_returns[-10:]
-        summary.append((seed, sum(last10) / max(1, len(last10)),
-                        moving_average_first_reach(ep_steps, ep_returns, task["target"]), wall))
+        walls.append(wall)
 
     with open(results / f"{name}.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -135,7 +133,7 @@ def main() -> None:
     plot_curves(curves, results / f"{name}.png", title=f"{args.algo} {args.task} ({len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''})")
     print(f"\n{name}: target {task['target']}, {steps} env steps per seed")
     print("seed | last-10 mean return | env steps to target | wall time")
-    for seed, last10, reached, wall in summary:
+    for seed, (_, _, last10, reached), wall in zip(args.seeds, seed_summary(curves, task["target"]), walls):
         print(f"{seed} | {last10:.1f} | {reached if reached is not None else 'not reached'} | {wall / 60:.1f} min")
     print(f"wrote {results / (name + '.csv')} and {results / (name + '.png')}")
 

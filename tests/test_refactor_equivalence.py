@@ -5,10 +5,10 @@ observations, discrete and continuous actions), the losses, latents, parameters,
 state after two updates, written at commit 299b6ba by ``tests/data/make_update_reference.py``. Here the
 current code rebuilds each case the same way and must reproduce it bit for bit on CPU (``torch.equal``).
 """
+import json
+
 import pytest
 import torch
-
-import json
 
 from data.make_update_reference import CASES, LONG_CASES, LONG_REFERENCE, REFERENCE, long_run, run
 

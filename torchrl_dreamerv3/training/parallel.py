@@ -86,9 +86,9 @@ class SyncCollection:
         self.write(batch)
         # stamped with the env steps at the end of their batch: the learner drains them only after its round,
         # and in parallel mode the collector may have run max_ahead steps further by then
-        end = self.env_steps + batch.numel()
-        self._episodes.extend((value, length, end) for value, length in episodes_in(batch))
-        return batch.numel()
+        steps = batch.numel()
+        self._episodes.extend((value, length, self.env_steps + steps) for value, length in episodes_in(batch))
+        return steps
 
     @property
     def finished(self) -> bool:
