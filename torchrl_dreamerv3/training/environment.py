@@ -73,6 +73,10 @@ def _primed_env(make: EnvFactory, seed: int, agent: DreamerV3Modules) -> EnvBase
     return with_primer(make(seed), agent)
 
 
+def _primed_streams(make: EnvFactory, agent: DreamerV3Modules, first_seed: int, streams: int) -> EnvBase:
+    return with_primer(make_train_env(make, streams, first_seed), agent)
+
+
 def make_collector(cfg: DictConfig, make: EnvFactory, env: EnvBase, policy: DreamerV3Policy,
                    device: torch.device, version: Callable[[], int] | None = None):
     """Sync ``Collector`` over ``env`` (default), a ``MultiSyncCollector`` with one stream per worker, or Ray
@@ -88,6 +92,6 @@ def make_collector(cfg: DictConfig, make: EnvFactory, env: EnvBase, policy: Drea
     if cfg.run.collector == "ray":
         from .ray_collection import make_ray_collector  # ray is an optional extra
 
-        return make_ray_collector(cfg, make, policy, version)
+        return make_ray_collector(cfg, functools.partial(_primed_streams, make, policy.agent), policy, version)
     factories = [functools.partial(_primed_env, make, cfg.seed + i, policy.agent) for i in range(cfg.run.envs)]
     return MultiSyncCollector(factories, policy, cat_results="stack", **common)

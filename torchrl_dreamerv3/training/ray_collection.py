@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
-from ..modules import DreamerV3Modules, DreamerV3Policy
+from ..modules import DreamerV3Policy
 
 __all__ = ["INSTALL_HINT", "ray_installed", "ray_init_config", "WeightPushingCollector", "make_ray_collector"]
 
@@ -47,12 +47,6 @@ def ray_init_config(address: str | None, workers: int) -> dict:
     if address in (None, ""):
         return dict(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     return dict(address=address, log_to_driver=False)
-
-
-def _worker_env(make: Callable[[int], EnvBase], first_seed: int, streams: int, agent: DreamerV3Modules) -> EnvBase:
-    from .environment import make_train_env, with_primer  # environment imports this module lazily
-
-    return with_primer(make_train_env(make, streams, first_seed), agent)
 
 
 class WeightPushingCollector:
@@ -93,9 +87,12 @@ class WeightPushingCollector:
         self.collector.shutdown()
 
 
-def make_ray_collector(cfg: DictConfig, make: Callable[[int], EnvBase], policy: DreamerV3Policy,
+def make_ray_collector(cfg: DictConfig, worker_env: Callable[[int, int], EnvBase], policy: DreamerV3Policy,
                        version: Callable[[], int] | None = None) -> WeightPushingCollector:
-    """``run.ray.workers`` remote collectors over ``run.envs`` streams; starts or joins Ray (``run.ray.address``)."""
+    """``run.ray.workers`` remote collectors over ``run.envs`` streams; starts or joins Ray (``run.ray.address``).
+
+    ``worker_env(first_seed, streams)`` builds one worker's primed env (picklable: it runs in the actor).
+    """
     if not ray_installed():
         raise ImportError(f"run.collector=ray needs ray: {INSTALL_HINT}")
     from torchrl.collectors import Collector
@@ -105,8 +102,7 @@ def make_ray_collector(cfg: DictConfig, make: Callable[[int], EnvBase], policy: 
     per_worker = cfg.run.envs // workers
     # Actors may run on hosts without a GPU: they get a CPU copy of the policy (a CUDA module would not unpickle).
     remote_policy = policy if next(policy.parameters()).device.type == "cpu" else copy.deepcopy(policy).cpu()
-    factories = [functools.partial(_worker_env, make, cfg.seed + w * per_worker, per_worker, policy.agent)
-                 for w in range(workers)]
+    factories = [functools.partial(worker_env, cfg.seed + w * per_worker, per_worker) for w in range(workers)]
     collector = RayCollector(
         factories, remote_policy, collector_class=Collector, sync=True,
         frames_per_batch=cfg.run.envs * cfg.run.steps_per_collect,
