@@ -75,7 +75,7 @@ def _forked_main(overrides: list[str]) -> None:
 
     from torchrl_dreamerv3.training import train
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         cfg = compose("config", overrides=overrides)
     train(cfg)
 

@@ -93,7 +93,7 @@ def algo_config(algo: str):
     """The Hydra config of ``configs/`` with ``algo=<algo>`` (losses, optimiser and critic target of a generation)."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "torchrl_dreamerv3" / "configs"), version_base=None):
         return compose("config", overrides=[f"algo={algo}"])
 
 

@@ -60,7 +60,7 @@ def _du(path: Path) -> int:
 
 
 def measure(preset: str, size: str, fills: list[int], with_learner: bool = True) -> list[dict]:
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         cfg = compose("config", overrides=[f"env={preset}", f"size={size}", "device=cpu"])
     learner = _learner(cfg) if with_learner else _NoLearner()
     ratio, replay, filled, out = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length), make_replay(cfg), 0, []

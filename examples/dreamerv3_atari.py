@@ -1,4 +1,4 @@
-"""Train DreamerV3 on Atari with the reference protocol (or on any env of configs/env, or any gymnasium id).
+"""Train DreamerV3 on Atari with the reference protocol (or on any env preset, or any gymnasium id).
 
     python examples/dreamerv3_atari.py                                   # Atari 100k Pong
     python examples/dreamerv3_atari.py env=atari env.task=breakout       # 200M-frame protocol
@@ -6,17 +6,19 @@
     python examples/dreamerv3_atari.py env=gym env.id=MountainCarContinuous-v0
     python examples/dreamerv3_atari.py resume=runs/<run>                  # continue a run (same overrides as it)
 
-Every setting is in configs/ (Hydra); see configs/config.yaml for the list. The loop that runs is
-``torchrl_dreamerv3/training/loop.py``, one screen read top to bottom:
+Every setting is in ``torchrl_dreamerv3/configs/`` (Hydra); ``config.yaml`` lists them. The loop that runs is
+:func:`torchrl_dreamerv3.training.loop.train`, one screen read top to bottom:
 
-    run = start_run(cfg)                  # env, agent, learner, replay, collector; resumed if asked
-    for batch in run.collector:           # run.envs x run.steps_per_collect env steps
-        record(run, batch)                # episode returns, counters, replay.extend
-        train_at_ratio(run, stop)         # the updates the train ratio owes: window -> update -> latents back
-        log_progress(run); report_open_loop(run); evaluate_on_cadence(run)
-        save(run) when due, on the last step and on SIGINT/SIGTERM
+    run = start_run(cfg)                       # env, agent, learner, replay, collection (resumed if asked)
+    with run.collection:                       # sync: collect a batch, then train; parallel: a collector thread
+        while not finished:
+            train_at_ratio(run)                # the updates the train ratio owes: sample a window,
+                                               # learner.update, write the posterior latents back
+            record_episodes(run)               # returns and counters of the steps collected meanwhile
+            log, report, evaluate, checkpoint  # each on its own cadence; SIGINT/SIGTERM save and stop
 
-From Python, any TorchRL env: ``train(cfg, env_fn=lambda seed: GymEnv("Pendulum-v1"))``.
+From Python, any TorchRL env: ``train(compose_config(["env=custom"]), env_fn=lambda seed: GymEnv("Pendulum-v1"))``
+(both from ``torchrl_dreamerv3``).
 """
 import hydra
 from omegaconf import DictConfig
@@ -24,7 +26,7 @@ from omegaconf import DictConfig
 from torchrl_dreamerv3.training import train
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base=None)
+@hydra.main(config_path="../torchrl_dreamerv3/configs", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

@@ -46,7 +46,7 @@ from torchrl_dreamerv3.training.replay_buffer import make_replay
 from torchrl_dreamerv3.training.environment import env_factory, make_train_env
 from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "torchrl_dreamerv3" / "configs"
 
 
 @dataclass

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torchrl.data import Bounded, Composite, OneHot, Unbounded
 from torchrl.envs import EnvBase, GymEnv
 
@@ -77,11 +76,9 @@ def test_a_plain_torchrl_env_becomes_an_episode_stream_with_normalised_actions()
 
 
 def test_train_accepts_a_python_env_factory(tmp_path):
-    from torchrl_dreamerv3.training import train
+    from torchrl_dreamerv3 import compose_config, train
 
-    config_dir = str(ROOT / "configs")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        cfg = compose("config", overrides=[f"logdir={tmp_path}", *FAST, "env=custom", "run.steps=48"])
+    cfg = compose_config([f"logdir={tmp_path}", *FAST, "env=custom", "run.steps=48"])  # the README's recipe
     seeds = []
 
     def make(seed):

@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
     from torchrl_dreamerv3.training import train
 
     logdir = tmp_path_factory.mktemp("wm") / "run"
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         cfg = compose("config", overrides=[f"logdir={logdir}", *FAST, "env=cartpole_pixels", "run.steps=64"])
     train(cfg)
     return logdir

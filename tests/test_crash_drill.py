@@ -30,7 +30,7 @@ def _train(run, steps, *extra):
                  "run.train_ratio=8", "run.log_every=0", "run.report_every=0", "run.steps_per_collect=8",
                  "run.eval_every=0", "run.save_every=0", "replay.size=2000", "device=cpu", "checkpoint.keep=100",
                  f"run.steps={steps}", *extra]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(config_dir=str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         return train(compose("config", overrides=overrides))
 
 

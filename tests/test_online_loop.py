@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg(*overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         return compose("config", overrides=["logdir=unused", "env=cartpole", "size=debug", "device=cpu",
                                             "batch_size=2", "batch_length=8", "run.envs=2", "replay.size=2000",
                                             "run.steps_per_collect=8", "run.train_ratio=4", *overrides])

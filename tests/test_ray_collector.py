@@ -33,7 +33,7 @@ RAY = ["run.collector=ray", "run.ray.workers=2", "run.envs=2"]
 
 
 def _cfg(*overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         return compose("config", overrides=["logdir=unused", *overrides])
 
 

@@ -19,7 +19,7 @@ from torchrl_dreamerv3.training.logging import cut_episodes_csv, wandb_resume_kw
 from torchrl_dreamerv3.training.ratio import TrainRatio
 from torchrl_dreamerv3.training.run_lock import RunLock, RunLockedError
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = str(Path(__file__).resolve().parents[1] / "torchrl_dreamerv3" / "configs")
 
 
 def _cfg(*overrides):

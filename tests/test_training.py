@@ -114,7 +114,7 @@ def _assert_episodes_stamped_at_their_batch(path, per_batch):
 
 
 def _compose(*overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+    with initialize_config_dir(str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         return compose("config", overrides=["logdir=unused", *overrides])
 
 

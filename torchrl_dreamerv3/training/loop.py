@@ -34,7 +34,7 @@ __all__ = ["train"]
 
 def train(cfg: DictConfig, env_fn: EnvFactory | None = None,
           behaviour_actor: TensorDictModuleBase | None = None) -> dict:
-    """Trains as configured (``configs/config.yaml``); returns the final counters.
+    """Trains as configured (``torchrl_dreamerv3/configs/config.yaml``); returns the final counters.
 
     Args:
         cfg: the composed Hydra config.
