@@ -192,6 +192,25 @@ def test_no_backend_keeps_record(tmp_path):
     assert log.log_video("eval/policy", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 1).endswith("policy_1.gif")
 
 
+def test_a_plain_install_without_matplotlib_or_pillow_skips_the_png_and_gif_with_one_warning(tmp_path, monkeypatch):
+    """``pip install torchrl_dreamerv3`` has neither: a run must not fail at its first save for a picture."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("matplotlib", "PIL") else real(name, *a))
+    log = MetricLogger(None, tmp_path)
+    log.log_episode(5, 1.0)
+    with pytest.warns(UserWarning, match=r"matplotlib is not installed: returns.png not written .*\[plot\]"):
+        assert log.plot_returns() is None
+    with pytest.warns(UserWarning, match=r"PIL is not installed: the open-loop GIFs not written .*\[atari\]"):
+        assert log.log_video("openloop", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 1) is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second time: silent
+        assert log.plot_returns() is None
+    assert not (tmp_path / "returns.png").exists() and (tmp_path / "episodes.csv").exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
 def test_tensorboard_logger(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -228,3 +247,24 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_metric_mean_logs_the_mean_of_every_update_since_the_last_line():
+    """What the reference's train_agg logs: the mean over the log interval, not the last update."""
+    from tensordict import TensorDict
+
+    from torchrl_dreamerv3.training.logging import MetricMean
+
+    mean = MetricMean()
+    assert mean.pop() == {} and mean.count == 0
+    mean.add(TensorDict({"loss": torch.tensor(1.0), "actor": {"entropy": torch.tensor(0.5)}}, []))
+    mean.add(TensorDict({"loss": torch.tensor(4.0), "actor": {"entropy": torch.tensor(0.25)}}, []))
+    mean.add({"loss": torch.tensor(7.0, dtype=torch.float64)})  # a key missing: averaged over the updates it had
+    assert mean.count == 3
+    out = mean.pop()
+    assert set(out) == {"loss", ("actor", "entropy")}
+    assert out["loss"].item() == pytest.approx(4.0) and out["loss"].dtype == torch.float32
+    assert out[("actor", "entropy")].item() == pytest.approx(0.375)
+    assert mean.count == 0 and mean.pop() == {}  # popped: the next line starts over
+    logged = MetricLogger(None).log_scalars(out, step=3, prefix="train")
+    assert logged == {"train/loss": pytest.approx(4.0), "train/actor/entropy": pytest.approx(0.375)}

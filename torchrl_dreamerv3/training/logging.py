@@ -34,10 +34,47 @@ import torch
 
 from .report import plot_returns, save_gif
 
-__all__ = ["BACKENDS", "make_logger", "make_metric_logger", "MetricLogger", "cut_episodes_csv", "wandb_resume_kwargs"]
+__all__ = ["BACKENDS", "make_logger", "make_metric_logger", "MetricLogger", "MetricMean", "cut_episodes_csv",
+           "wandb_resume_kwargs"]
 
 BACKENDS = ("csv", "tensorboard", "wandb", "none")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+class MetricMean:
+    """The mean of the update metrics since the last :meth:`pop`, as the reference logs its ``train/...`` values
+    (its ``train_agg``): a log line then describes every update since the one before, not the last alone.
+
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> mean = MetricMean()
+        >>> for loss in (1.0, 2.0, 6.0):
+        ...     mean.add(TensorDict({"loss": torch.tensor(loss)}, []))
+        >>> mean.pop()["loss"].item(), mean.count
+        (3.0, 0)
+
+    The sums stay tensors on the metrics' device (no host sync per update); a key missing from one update is
+    averaged over the updates that had it.
+    """
+
+    def __init__(self):
+        self._sums: dict = {}
+        self._counts: dict = {}
+        self.count = 0
+
+    def add(self, metrics) -> None:
+        items = metrics.items(True, True) if hasattr(metrics, "batch_size") else metrics.items()
+        for key, value in items:
+            value = value.detach().float()
+            self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
+            self._counts[key] = self._counts.get(key, 0) + 1
+        self.count += 1
+
+    def pop(self) -> dict:
+        """``{key: mean}`` since the last call (empty when no update was added), and starts over."""
+        means = {key: total / self._counts[key] for key, total in self._sums.items()}
+        self._sums, self._counts, self.count = {}, {}, 0
+        return means
 
 
 def make_logger(backend: str | None, log_dir: str, exp_name: str, wandb_kwargs: dict | None = None):
@@ -162,6 +199,7 @@ class MetricLogger:
         self.run_dir = os.fspath(run_dir) if run_dir is not None else None
         self.episode_returns: list[tuple[int, float]] = []
         self._video_warned = False
+        self._missing_warned: set[str] = set()
         if self.run_dir is not None:
             os.makedirs(self.run_dir, exist_ok=True)
 
@@ -215,7 +253,7 @@ class MetricLogger:
                     warnings.warn(f"{type(self.logger).__name__} cannot log videos ({err}); saving GIFs only",
                                   stacklevel=2)
                     self._video_warned = True
-        if self.run_dir is None:
+        if self.run_dir is None or not self._optional("PIL", "the open-loop GIFs", "atari"):
             return None
         return save_gif(frames, os.path.join(self.run_dir, "videos", f"{name}_{int(step)}.gif"), fps=fps)
 
@@ -228,10 +266,21 @@ class MetricLogger:
     def plot_returns(self, path: str | os.PathLike | None = None, title: str | None = None) -> str | None:
         """PNG of the episode returns so far (default ``<run_dir>/returns.png``); ``None`` if nothing to plot."""
         path = path or (os.path.join(self.run_dir, "returns.png") if self.run_dir else None)
-        if path is None or not self.episode_returns:
+        if path is None or not self.episode_returns or not self._optional("matplotlib", "returns.png", "plot"):
             return None
         steps, returns = zip(*self.episode_returns)
         return plot_returns(steps, returns, path, title=title)
+
+    def _optional(self, package: str, what: str, extra: str) -> bool:
+        """Whether ``package`` is installed; without it, one warning says what is not written and how to get it
+        (episodes.csv and the scalars hold the same numbers)."""
+        if importlib.util.find_spec(package) is not None:
+            return True
+        if package not in self._missing_warned:
+            warnings.warn(f"{package} is not installed: {what} not written "
+                          f"(pip install 'torchrl_dreamerv3[{extra}]')", stacklevel=3)
+            self._missing_warned.add(package)
+        return False
 
     def close(self) -> None:
         """Flushes and closes the backend (finishes the wandb run, closes the TensorBoard writer)."""

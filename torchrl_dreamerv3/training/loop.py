@@ -93,6 +93,7 @@ def train_step(run: Run) -> None:
     """One update on a replay window; the recomputed posterior latents go back into the replay."""
     window, info = run.replay.sample(return_info=True)
     run.metrics, latents = run.learner.update(window.reshape(run.cfg.batch_size, -1).to(run.device))
+    run.metric_mean.add(run.metrics)
     run.replay.write_back(info, latents.reshape(run.cfg.batch_size, -1))
     run.counters["updates"] += 1
 
@@ -113,8 +114,8 @@ def log_progress(run: Run) -> None:
         return
     perf = run.progress.throughput(run.counters)
     run.logger.log_scalars(perf, run.env_steps, "perf")
-    if run.metrics is not None:
-        run.logger.log_scalars(run.metrics, run.env_steps, "train")
+    if run.metric_mean.count:  # the mean over the updates since the last line, as the reference logs
+        run.logger.log_scalars(run.metric_mean.pop(), run.env_steps, "train")
     run.progress.show(run.counters, perf, run.last_return)
     run.clock["log"] = time.time()
 
@@ -161,7 +162,8 @@ def finish(run: Run) -> dict:
     run.collector.shutdown()  # the collection's thread has ended with the with-block
     run.progress.close()
     if run.metrics is not None:
-        run.logger.log_scalars(run.metrics, run.env_steps, "train")
+        if run.metric_mean.count:
+            run.logger.log_scalars(run.metric_mean.pop(), run.env_steps, "train")
         if run.cfg.run.report_every >= 0:
             report_open_loop(run, force=True)
     run.logger.close()

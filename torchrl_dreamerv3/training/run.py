@@ -21,7 +21,7 @@ from .guards import check_finite
 from .generations import generation_spec
 from .environment import EnvFactory, env_factory, make_collector, make_train_env
 from .learner import DreamerV3Learner
-from .logging import MetricLogger, cut_episodes_csv, make_logger, wandb_resume_kwargs
+from .logging import MetricLogger, MetricMean, cut_episodes_csv, make_logger, wandb_resume_kwargs
 from .parallel import ParallelCollection, SyncCollection, use_parallel
 from .progress import Progress
 from .ratio import TrainRatio
@@ -69,7 +69,8 @@ class Run:
     image_keys: list = field(default_factory=list)
     deterministic_eval: bool = False
     last_return: float | None = None
-    metrics: object = None
+    metrics: object = None  # the last update's
+    metric_mean: MetricMean = field(default_factory=MetricMean)  # every update's since the last log line
     clock: dict = field(default_factory=dict)
 
     @property
