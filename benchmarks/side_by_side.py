@@ -34,8 +34,7 @@ loss_value     ``loss_value``                       ``train/loss/value``
 loss_repval    ``loss_repval`` / 0.3                ``train/loss/repval``  ours logs it times its scale 0.3
 loss_policy    ``loss_policy``                      ``train/loss/policy``
 adv_std        ``actor/advantage_std``              ``train/adv_std``      (return - slow value) / return scale
-imag_reward    ``actor/imag_reward``                ``train/rew``          over the imagined steps; ours leaves
-                                                                           out the start state's reward
+imag_reward    ``actor/imag_reward``                ``train/rew``          over the start and the H imagined states
 slow_value     ``value/slow_value``                 ``train/slowval``      ours on replay states, the reference
                                                                            on the imagined trajectory
 grad_norm      ``opt/grad_norm``                    ``train/opt/grad_norm`` before clipping
