@@ -253,6 +253,12 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
 
 
+def _moving_mean(points: list[tuple[int, float]], window: int) -> list[tuple[int, float]]:
+    """``(step, mean of the last window values)`` from the window-th point on: the target criterion's curve."""
+    values = [v for _, v in points]
+    return [(points[i][0], sum(values[i - window + 1:i + 1]) / window) for i in range(window - 1, len(points))]
+
+
 def plot(name: str, task: dict, runs: dict, out: Path) -> None:
     import matplotlib
 
@@ -265,7 +271,7 @@ def plot(name: str, task: dict, runs: dict, out: Path) -> None:
     colors = {"ours": "tab:blue", "reference": "tab:orange"}
     for ax, panel in zip(axes.flat, panels):
         for (side, seed), (episodes, internals) in sorted(runs.items()):
-            points = episodes if panel == "return" else internals.get(panel, [])
+            points = _moving_mean(episodes, 10) if panel == "return" else internals.get(panel, [])
             if points:
                 xs, ys = zip(*points)
                 label = side if seed == min(s for (sd, s) in runs if sd == side) else None
@@ -274,7 +280,7 @@ def plot(name: str, task: dict, runs: dict, out: Path) -> None:
             ax.axhline(task["target"], color="gray", ls="--", lw=1)
         if panel in ("loss_rec", "grad_norm", "adv_std", "imag_reward", "slow_value"):
             ax.set_yscale("symlog", linthresh=1e-3)
-        ax.set_title(panel, fontsize=9)
+        ax.set_title("return (10-episode mean)" if panel == "return" else panel, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
