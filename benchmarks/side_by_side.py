@@ -269,9 +269,10 @@ def plot(name: str, task: dict, runs: dict, out: Path) -> None:
     cols = 5
     fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(4 * cols, 3 * math.ceil(len(panels) / cols)))
     colors = {"ours": "tab:blue", "reference": "tab:orange"}
+    window = 10 if task["target"] is not None else 1  # the target's criterion; Atari's few episodes as they are
     for ax, panel in zip(axes.flat, panels):
         for (side, seed), (episodes, internals) in sorted(runs.items()):
-            points = _moving_mean(episodes, 10) if panel == "return" else internals.get(panel, [])
+            points = _moving_mean(episodes, window) if panel == "return" else internals.get(panel, [])
             if points:
                 xs, ys = zip(*points)
                 label = side if seed == min(s for (sd, s) in runs if sd == side) else None
@@ -280,7 +281,8 @@ def plot(name: str, task: dict, runs: dict, out: Path) -> None:
             ax.axhline(task["target"], color="gray", ls="--", lw=1)
         if panel in ("loss_rec", "grad_norm", "adv_std", "imag_reward", "slow_value"):
             ax.set_yscale("symlog", linthresh=1e-3)
-        ax.set_title("return (10-episode mean)" if panel == "return" else panel, fontsize=9)
+        ax.set_title(("return" + (f" ({window}-episode mean)" if window > 1 else "")) if panel == "return" else panel,
+                     fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
