@@ -1,18 +1,12 @@
 """The random-agent baseline (benchmarks/atari_random.py) on the package's own Atari 100k env."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "atari_random.py"
+from benchmark_scripts import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("_bench_atari_random", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("atari_random")
 
 
 def test_random_episodes_finish_and_repeat_with_the_seed(tmp_path):

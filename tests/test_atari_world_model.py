@@ -2,11 +2,10 @@
 start every model from its own state, step 0 is the run's initial model, and each checkpoint is scored."""
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -16,11 +15,7 @@ FAST = ["size=debug", "batch_size=2", "batch_length=8", "run.train_ratio=4", "ru
 
 
 def _load():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("_bench_world_model", ROOT / "benchmarks" / "atari_world_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("atari_world_model")
 
 
 @pytest.fixture(scope="module")

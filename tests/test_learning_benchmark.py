@@ -2,20 +2,14 @@
 target, the per-seed summary, and the side-by-side comparison of two result sets."""
 
 import csv
-import importlib.util
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def learning():
-    spec = importlib.util.spec_from_file_location("_bench_learning", ROOT / "benchmarks" / "learning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("learning")
 
 
 def test_first_reach_is_the_step_of_the_episode_that_lifts_the_window_mean(learning):

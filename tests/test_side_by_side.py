@@ -1,21 +1,14 @@
 """benchmarks/side_by_side.py: both sides' commands, reading both sides' logs onto one set of names, the tables."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def sbs():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("_bench_side_by_side", ROOT / "benchmarks" / "side_by_side.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("side_by_side")
 
 
 def test_the_commands_give_both_sides_the_same_settings(sbs, tmp_path):

@@ -1,19 +1,13 @@
 """Smoke test of the TorchRL built-in DreamerV3 baseline used by the benchmarks."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 import torch
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "torchrl_builtin.py"
 
 
 def _load_baseline():
-    spec = importlib.util.spec_from_file_location("_torchrl_builtin_baseline", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("torchrl_builtin")
 
 
 def test_builtin_learner_update_changes_parameters():
