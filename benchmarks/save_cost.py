@@ -20,9 +20,9 @@ from hydra import compose, initialize_config_dir
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.modules import model_config
-from torchrl_dreamerv3.training.checkpoint import load_checkpoint, save_checkpoint
-from torchrl_dreamerv3.training.ratio import TrainRatio
-from torchrl_dreamerv3.training.replay_buffer import make_replay
+from torchrl_dreamerv3.training.persistence.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio
+from torchrl_dreamerv3.replay.buffer import make_replay
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS = {"cartpole": ("vector", (4,), torch.float32, 2), "atari100k": ("image", (3, 64, 64), torch.uint8, 6)}
@@ -46,7 +46,7 @@ class _NoLearner(torch.nn.Module):
 
 
 def _learner(cfg):
-    from torchrl_dreamerv3.training.environment import env_factory, make_train_env
+    from torchrl_dreamerv3.training.collection.environment import env_factory, make_train_env
     from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
     env = make_train_env(env_factory(cfg), cfg.run.envs, cfg.seed)

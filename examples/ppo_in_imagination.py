@@ -41,9 +41,9 @@ from torchrl.objectives.value import GAE
 
 from torchrl_dreamerv3.envs import DreamerWorldModelEnv, LatentFeatures, latent_features
 from torchrl_dreamerv3.training import TrainRatio, train
-from torchrl_dreamerv3.training.checkpoint import load_checkpoint, read_counters
-from torchrl_dreamerv3.training.replay_buffer import make_replay
-from torchrl_dreamerv3.training.environment import env_factory, make_train_env
+from torchrl_dreamerv3.training.persistence.checkpoint import load_checkpoint, read_counters
+from torchrl_dreamerv3.replay.buffer import make_replay
+from torchrl_dreamerv3.training.collection.environment import env_factory, make_train_env
 from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
 CONFIGS = Path(__file__).resolve().parent.parent / "torchrl_dreamerv3" / "configs"

@@ -8,9 +8,9 @@ from hydra import compose, initialize_config_dir
 
 from torchrl_dreamerv3.modules import DreamerV3Policy
 from torchrl_dreamerv3.training import TrainRatio
-from torchrl_dreamerv3.training.parallel import ParallelCollection, SyncCollection
-from torchrl_dreamerv3.training.replay_buffer import make_replay
-from torchrl_dreamerv3.training.environment import env_factory, make_collector, make_train_env
+from torchrl_dreamerv3.training.collection.parallel import ParallelCollection, SyncCollection
+from torchrl_dreamerv3.replay.buffer import make_replay
+from torchrl_dreamerv3.training.collection.environment import env_factory, make_collector, make_train_env
 from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.training import TrainRatio
-from torchrl_dreamerv3.training.parallel import ParallelCollection, SyncCollection, episodes_in, use_parallel
+from torchrl_dreamerv3.training.collection.parallel import ParallelCollection, SyncCollection, episodes_in, use_parallel
 
 FRAMES = 8  # env steps per collected batch
 PER_UPDATE = 4  # env steps per update: TrainRatio(1, 1, 4)

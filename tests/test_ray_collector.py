@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.training import loop
-from torchrl_dreamerv3.training.acceleration import Acceleration
+from torchrl_dreamerv3.training.compute.acceleration import Acceleration
 from torchrl_dreamerv3.training.config_checks import check_config
-from torchrl_dreamerv3.training.environment import env_factory
-from torchrl_dreamerv3.training.ray_collection import WeightPushingCollector, ray_init_config
+from torchrl_dreamerv3.training.collection.environment import env_factory
+from torchrl_dreamerv3.training.collection.ray_collection import WeightPushingCollector, ray_init_config
 from torchrl_dreamerv3.training.run import _check_distributed
 
 ROOT = Path(__file__).resolve().parents[1]

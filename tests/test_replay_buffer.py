@@ -6,7 +6,7 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-from torchrl_dreamerv3.training.replay_buffer import make_replay, make_stream_replay
+from torchrl_dreamerv3.replay.buffer import make_replay, make_stream_replay
 
 L = 4  # window rows (batch_length 3 + context 1)
 

@@ -9,7 +9,7 @@ from .objectives import ActorLoss, ValueLoss, WorldModelLoss
 from .optim import LaProp
 from .replay import split_context
 from .training import train
-from .training.learner import DreamerV3Learner
+from .agent import DreamerV3Learner
 
 __all__ = [
     "ActorLoss", "DreamerKeys", "DreamerV3Learner", "DreamerV3Modules", "DreamerV3Policy", "LaProp",

@@ -1,7 +1,9 @@
-"""Glue: the learner update, the train ratio, checkpoints and the training loop."""
-from .generations import GENERATION_SPECS, GenerationSpec, generation_spec
-from .learner import DreamerV3Learner
-from .ratio import TrainRatio
+"""Glue: the training loop (``loop``, ``run``, ``setup``), and in rooms by concern ``collection/``,
+``persistence/``, ``compute/`` and ``reporting/``. The update and the generation registry live in
+:mod:`torchrl_dreamerv3.agent`, the replay in :mod:`torchrl_dreamerv3.replay`."""
+from ..agent.generations import GENERATION_SPECS, GenerationSpec, generation_spec
+from ..agent.learner import DreamerV3Learner
+from .collection.ratio import TrainRatio
 
 
 def train(cfg, env_fn=None, behaviour_actor=None):

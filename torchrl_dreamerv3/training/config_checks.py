@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import list_checkpoints
-from .logging import BACKENDS
+from .persistence.checkpoint import list_checkpoints
+from .reporting.logging import BACKENDS
 
 __all__ = ["check_config", "check_resumed_model_size", "RULES"]
 

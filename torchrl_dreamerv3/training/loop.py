@@ -21,11 +21,11 @@ import time
 from omegaconf import DictConfig
 from tensordict.nn import TensorDictModuleBase
 
-from .checkpoint import save_checkpoint
-from .distributed import shutdown_distributed
-from .environment import EnvFactory, make_eval_env
+from .persistence.checkpoint import save_checkpoint
+from .compute.distributed import shutdown_distributed
+from .collection.environment import EnvFactory, make_eval_env
 from .evaluation import evaluate
-from .report import open_loop_report
+from .reporting.report import open_loop_report
 from .run import Run, start_run
 from .signals import StopRequest
 

@@ -13,21 +13,21 @@ from tensordict.nn import TensorDictModuleBase
 
 from ..envs.any_env import model_observation_keys
 from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
-from .checkpoint import load_checkpoint, read_info
-from .acceleration import Acceleration, accelerate
+from .persistence.checkpoint import load_checkpoint, read_info
+from .compute.acceleration import Acceleration, accelerate
 from .config_checks import check_config, check_resumed_model_size
-from .distributed import DataParallel, init_distributed, rank_seed
+from .compute.distributed import DataParallel, init_distributed, rank_seed
 from .guards import check_finite
-from .generations import generation_spec
-from .environment import EnvFactory, env_factory, make_collector, make_train_env
-from .learner import DreamerV3Learner
-from .logging import MetricLogger, MetricMean, cut_episodes_csv, make_logger, wandb_resume_kwargs
-from .parallel import ParallelCollection, SyncCollection, use_parallel
-from .progress import Progress
-from .ratio import TrainRatio
-from .replay_buffer import make_replay
-from .replay_io import replay_feature_spec
-from .run_lock import RunLock
+from ..agent.generations import generation_spec
+from .collection.environment import EnvFactory, env_factory, make_collector, make_train_env
+from ..agent.learner import DreamerV3Learner
+from .reporting.logging import MetricLogger, MetricMean, cut_episodes_csv, make_logger, wandb_resume_kwargs
+from .collection.parallel import ParallelCollection, SyncCollection, use_parallel
+from .reporting.progress import Progress
+from .collection.ratio import TrainRatio
+from ..replay.buffer import make_replay
+from ..replay.io import replay_feature_spec
+from .persistence.run_lock import RunLock
 from .setup import (
     REPLAY_KEYS,
     check_resume_config,

@@ -9,8 +9,8 @@ from ..envs import FLAG_KEYS
 from ..envs.any_env import model_observation_keys
 from ..modules import GENERATIONS, DreamerV3Modules, make_dreamerv3, model_config
 from .config_checks import COLLECTORS
-from .generations import generation_spec, resolve_switches
-from .learner import DreamerV3Learner
+from ..agent.generations import generation_spec, resolve_switches
+from ..agent.learner import DreamerV3Learner
 
 __all__ = ["generation_spec", "resolve_device", "resolve_size", "observation_shapes", "make_agent", "make_learner",
            "validate_config", "check_resume_config", "unbatched_action_spec", "REPLAY_KEYS"]

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
-from ..modules import DreamerV3Policy
+from ...modules import DreamerV3Policy
 
 __all__ = ["INSTALL_HINT", "ray_installed", "ray_init_config", "WeightPushingCollector", "make_ray_collector"]
 

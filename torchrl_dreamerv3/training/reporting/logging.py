@@ -14,7 +14,7 @@ Files under ``<log_dir>/<exp_name>/`` (the *run dir*) with the ``csv`` backend:
 ``videos/<name>_<step>.gif``                the same video as a GIF (written by :class:`MetricLogger`
                                             for every backend)
 ``episodes.csv``                            ``step,return,length`` with a header (MetricLogger, every
-                                            backend); :func:`~torchrl_dreamerv3.training.report.read_returns_csv`
+                                            backend); :func:`~torchrl_dreamerv3.training.reporting.report.read_returns_csv`
                                             reads it
 =========================================== ==========================================================
 

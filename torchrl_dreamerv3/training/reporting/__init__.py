@@ -1,0 +1,2 @@
+"""Reporting: metric logging and episodes.csv (``logging``), the progress line (``progress``), return curves
+(``plots``) and the open-loop video report (``report``)."""
