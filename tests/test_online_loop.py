@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_dir
 
 from torchrl_dreamerv3.modules import DreamerV3Policy
 from torchrl_dreamerv3.training import TrainRatio
-from torchrl_dreamerv3.training.collection.parallel import ParallelCollection, SyncCollection
+from torchrl_dreamerv3.training.collection.parallel import ParallelCollection
+from torchrl_dreamerv3.training.collection.sync import SyncCollection
 from torchrl_dreamerv3.replay.buffer import make_replay
 from torchrl_dreamerv3.training.collection.environment import env_factory, make_collector, make_train_env
 from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner
@@ -44,12 +45,14 @@ def test_collect_train_and_write_back(parallel):
         replay.extend(batch.select(*agent.obs_keys, *REPLAY_KEYS))
 
     common = dict(ready=ready, total_steps=96)
-    collection = (ParallelCollection(collector, write, ratio, max_ahead=64, **common) if parallel
-                  else SyncCollection(collector, write, ratio, **common))
+    collection = (ParallelCollection(collector, ratio, max_ahead=64, **common) if parallel
+                  else SyncCollection(collector, ratio, **common))
     refreshed = 0
     with collection:
         while True:
-            owed = collection.updates_due(timeout=5.0)
+            for batch in collection.receive(timeout=5.0):
+                write(batch)
+            owed = collection.updates_due()
             for _ in range(owed):
                 window, info = replay.sample(return_info=True)
                 metrics, latents = learner.update(window.reshape(cfg.batch_size, -1))
@@ -58,7 +61,9 @@ def test_collect_train_and_write_back(parallel):
             if not owed and collection.finished:
                 break
             with collection.pause():
-                assert len(replay) == collection.env_steps
+                for batch in collection.receive(timeout=0):
+                    write(batch)
+                assert len(replay) == collection.env_steps == collection.collected
     collector.shutdown()
     assert torch.isfinite(metrics["loss"])
     assert collection.env_steps == len(replay) >= 96

@@ -1,4 +1,4 @@
-"""The per-stream replay: online queue order, window boundaries, generation-checked write-back, config."""
+"""The per-stream replay: online queue order, window boundaries, stamp-checked write-back, config."""
 import threading
 
 import pytest
@@ -174,7 +174,7 @@ def test_make_replay_names_a_bad_setting(override, message):
         make_replay(_cfg(**override))
 
 
-def test_a_saved_replay_resumes_with_its_rows_queue_and_generations(tmp_path):
+def test_a_saved_replay_resumes_with_its_rows_queue_and_write_stamps(tmp_path):
     data = Streams(2)
     replay = make_stream_replay(capacity=24, streams=2, slice_len=L, batch_size=2)
     for n in (9, 9):  # wrapped rings (12 rows each), windows queued

@@ -119,16 +119,16 @@ def _compose(*overrides):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("run.train_ratio=-1", "run.train_ratio must be > 0"),
-    ("run.envs=0", "run.envs must be >= 1"),
-    ("replay_context=0", "replay_context=0"),
-    ("run.collector=async", "run.collector must be sync, multisync or ray"),
+    ("run.train_ratio=-1", "run.train_ratio=-1 is out of range: it must be a number > 0"),
+    ("run.envs=0", "run.envs=0 is out of range: it must be an integer >= 1"),
+    ("replay_context=0", "replay_context=0 is out of range"),
+    ("run.collector=async", r"run.collector='async' is unknown; choose one of \['sync', 'multisync', 'ray'\]"),
 ])
 def test_bad_config_fails_before_training_naming_the_setting(override, message):
-    from torchrl_dreamerv3.training.setup import validate_config
+    from torchrl_dreamerv3.training.plan import make_plan
 
     with pytest.raises(ValueError, match=message):
-        validate_config(_compose(override))
+        make_plan(_compose(override))
 
 
 def test_unknown_presets_and_image_sizes_fail_with_their_names(tmp_path):

@@ -4,7 +4,7 @@
 slow critic, replay context); ``learner`` runs one update of a registry entry.
 """
 from .generations import GENERATION_SPECS, GRAD_HEADS, GenerationSpec, generation_spec, get_generation, resolve_switches
-from .learner import DreamerV3Learner
+from .learner import DreamerLearner, DreamerV3Learner
 
-__all__ = ["DreamerV3Learner", "GENERATION_SPECS", "GRAD_HEADS", "GenerationSpec", "generation_spec",
+__all__ = ["DreamerLearner", "DreamerV3Learner", "GENERATION_SPECS", "GRAD_HEADS", "GenerationSpec", "generation_spec",
            "get_generation", "resolve_switches"]

@@ -24,6 +24,7 @@ from ..objectives import (
     WorldModelLoss,
 )
 from ..objectives.common import check_choice
+from .settings import LossSettings
 
 __all__ = ["GenerationSpec", "GENERATION_SPECS", "GRAD_HEADS", "get_generation", "generation_spec",
            "resolve_switches"]
@@ -138,31 +139,30 @@ def _build_v2(m, kw: dict) -> tuple:
     return _build_v1v2(m, kw, _V2_LOSSES, _v2_actor_options)
 
 
-def _common_config(cfg) -> dict:
-    s = cfg.loss_scales
-    return {"world_model": dict(rec=s.rec, rew=s.rew, con=s.con, free_nats=cfg.free_nats),
-            "actor": dict(policy=s.policy, horizon=cfg.imag_length, lam=cfg.imag_loss.lam,
-                          entropy_coef=cfg.imag_loss.actent),
-            "value": dict(value=s.value)}
+def _common_config(ls: LossSettings) -> dict:
+    s = ls.scales
+    return {"world_model": dict(rec=s["rec"], rew=s["rew"], con=s["con"], free_nats=ls.free_nats),
+            "actor": dict(policy=s["policy"], horizon=ls.imag_length, lam=ls.imag_lam, entropy_coef=ls.actent),
+            "value": dict(value=s["value"])}
 
 
-def _v3_config(cfg, agent, switches: dict) -> dict:
-    kw, s = _common_config(cfg), cfg.loss_scales
-    kw["world_model"].update(dyn=s.dyn, rep=s.rep, horizon=cfg.horizon)
-    kw["value"].update(repval=s.repval, slowreg=cfg.imag_loss.slowreg, lam=cfg.repl_loss.lam, horizon=cfg.horizon)
+def _v3_config(ls: LossSettings, agent, switches: dict) -> dict:
+    kw, s = _common_config(ls), ls.scales
+    kw["world_model"].update(dyn=s["dyn"], rep=s["rep"], horizon=ls.horizon)
+    kw["value"].update(repval=s["repval"], slowreg=ls.slowreg, lam=ls.repl_lam, horizon=ls.horizon)
     return kw
 
 
-def _v1v2_config(cfg, agent, switches: dict) -> dict:
-    kw = _common_config(cfg)
-    gamma = switches["gamma"] if switches["gamma"] is not None else 1.0 - 1.0 / cfg.horizon
-    kw["world_model"].update(kl_scale=cfg.loss_scales.kl, free_avg=switches["free_avg"], gamma=gamma)
+def _v1v2_config(ls: LossSettings, agent, switches: dict) -> dict:
+    kw = _common_config(ls)
+    gamma = switches["gamma"] if switches["gamma"] is not None else 1.0 - 1.0 / ls.horizon
+    kw["world_model"].update(kl_scale=ls.scales["kl"], free_avg=switches["free_avg"], gamma=gamma)
     kw["actor"].update(gamma=gamma, normalize_returns=switches["return_norm"] == "percentile")
     return kw
 
 
-def _v2_config(cfg, agent, switches: dict) -> dict:
-    kw = _v1v2_config(cfg, agent, switches)
+def _v2_config(ls: LossSettings, agent, switches: dict) -> dict:
+    kw = _v1v2_config(ls, agent, switches)
     grad_heads = switches["grad_heads"]
     kw["world_model"].update(kl_balance=switches["kl_balance"], reward_transform=switches["reward_transform"],
                              grad_heads=None if grad_heads is None else list(grad_heads))
@@ -178,7 +178,7 @@ def _v2_config(cfg, agent, switches: dict) -> dict:
 @dataclass(frozen=True)
 class GenerationSpec:
     """What one generation builds. ``build_losses(agent, loss_kwargs)`` gives (world model, actor, value) losses;
-    ``loss_config(cfg, agent, switches)`` turns a Hydra config into those ``loss_kwargs``."""
+    ``loss_config(settings, agent, switches)`` turns a :class:`~.settings.LossSettings` into those ``loss_kwargs``."""
 
     name: str
     model_preset: str  # "dreamerv3": the size presets; otherwise a key of modules.GENERATIONS

@@ -19,23 +19,30 @@ from ..optim import GroupAdam, LaProp
 from ..replay import split_context
 from .generations import GRAD_HEADS, GenerationSpec, get_generation
 
-__all__ = ["DreamerV3Learner", "GRAD_HEADS"]
+__all__ = ["DreamerLearner", "DreamerV3Learner", "GRAD_HEADS", "agent_keys_for"]
 
 _LOSS_GROUPS = ("world_model", "actor", "value")
 
 
-def _agent_keys(loss: nn.Module, keys) -> dict:
-    """The agent's key names for every key ``loss`` accepts under the same field name."""
+def agent_keys_for(loss: nn.Module, keys) -> dict:
+    """The agent's key names (``keys``: a :class:`~torchrl_dreamerv3.modules.DreamerKeys`) for every key ``loss``
+    accepts under the same field name, for ``loss.set_keys(**...)``.
+
+    Why two key families: each loss declares its own ``_AcceptedKeys`` (TorchRL's LossModule contract, so a
+    loss is usable and remappable alone), while ``DreamerKeys`` names what the agent's modules exchange. A
+    field present in both means the same entry (``tests/test_modules.py`` checks the defaults agree); the
+    loss-only fields (``reward``, ``is_terminal``, ``imagined``, ``return``, ...) come from the data or the
+    loss itself."""
     accepted = {f.name for f in dataclasses.fields(loss._AcceptedKeys)}
     return {f.name: getattr(keys, f.name) for f in dataclasses.fields(keys) if f.name in accepted}
 
 
-def _laprop(learner: DreamerV3Learner, opt_kwargs: dict):
+def _laprop(learner: DreamerLearner, opt_kwargs: dict):
     # One optimiser over every trainable parameter of the agent, as the reference does.
     return LaProp(learner.modules_.parameters(), **opt_kwargs)
 
 
-def _group_adam(learner: DreamerV3Learner, opt_kwargs: dict):
+def _group_adam(learner: DreamerLearner, opt_kwargs: dict):
     kw = dict(opt_kwargs)
     lr = {name: kw.pop(f"{name}_lr") for name in ("model", "actor", "critic") if f"{name}_lr" in kw}
     groups = learner.param_groups()
@@ -48,14 +55,14 @@ def _group_adam(learner: DreamerV3Learner, opt_kwargs: dict):
 _OPTIMIZERS = dict(laprop=_laprop, adam3=_group_adam)
 
 
-def _soft_update(learner: DreamerV3Learner, slow_rate: float):
+def _soft_update(learner: DreamerLearner, slow_rate: float):
     return SoftUpdate(learner.value_loss, tau=slow_rate)
 
 
 class _EveryInterval:
     """Steps ``updater`` at update 0 and every ``learner.hard_interval`` updates; counts in ``learner.critic_updates``."""
 
-    def __init__(self, learner: DreamerV3Learner, updater):
+    def __init__(self, learner: DreamerLearner, updater):
         self.learner, self.updater = learner, updater
 
     def step(self) -> None:
@@ -65,7 +72,7 @@ class _EveryInterval:
         learner.critic_updates += 1
 
 
-def _hard_update(learner: DreamerV3Learner, slow_rate: float):
+def _hard_update(learner: DreamerLearner, slow_rate: float):
     # interval 0: every step() of HardUpdate copies; _EveryInterval decides when.
     learner.register_buffer("critic_updates", torch.zeros((), dtype=torch.long))
     return _EveryInterval(learner, HardUpdate(learner.value_loss, value_network_update_interval=0))
@@ -74,7 +81,7 @@ def _hard_update(learner: DreamerV3Learner, slow_rate: float):
 _SLOW_CRITICS = dict(ema=_soft_update, hard=_hard_update, online=lambda learner, slow_rate: None)
 
 
-class DreamerV3Learner(nn.Module):
+class DreamerLearner(nn.Module):
     """Owns the three losses, the optimiser(s) and the slow-critic updater of one generation.
 
     ``update(window)`` takes a replay window ``(B, T + 1)`` (row 0 = stored context), runs
@@ -120,7 +127,7 @@ class DreamerV3Learner(nn.Module):
         self.modules_ = modules
         self.world_model_loss, self.actor_loss, self.value_loss = self.spec.build_losses(modules, loss_kwargs)
         for loss in (self.world_model_loss, self.actor_loss, self.value_loss):
-            loss.set_keys(**_agent_keys(loss, modules.keys))
+            loss.set_keys(**agent_keys_for(loss, modules.keys))
         self.slow_critic = _SLOW_CRITICS[self.spec.critic_target](self, slow_rate)
         self.optimizer = _OPTIMIZERS[self.spec.optimizer](self, dict(opt_kwargs or {}))
 
@@ -197,3 +204,7 @@ class DreamerV3Learner(nn.Module):
     def _update_slow_critic(self) -> None:
         if self.slow_critic is not None:
             self.slow_critic.step()
+
+
+#: The name from before the learner trained every generation; kept for users' imports.
+DreamerV3Learner = DreamerLearner

@@ -13,9 +13,10 @@ episode boundaries as the reference's do (the RSSM resets at ``is_first``). Queu
 were overwritten are dropped by the sampler's write stamps. Uniform windows (``SliceSampler``) never
 cross the write cursor, so they never join the newest and the oldest rows.
 
-The write-back (:meth:`StreamReplay.write_back`) goes through ``update_if_present`` with the slot
-generations captured at sampling time (``TensorDictRoundRobinWriter(track_generations=True)``): a slot
-refilled by the collector after it was sampled keeps its new data.
+The write-back (:meth:`StreamReplay.write_back`) goes through ``update_if_present`` with each slot's write
+stamp captured at sampling time (a counter bumped at every write of the slot; TorchRL calls it the slot's
+"generation", ``TensorDictRoundRobinWriter(track_generations=True)``, a word this package keeps for the
+Dreamer generations): a slot refilled by the collector after it was sampled keeps its new data.
 """
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ from torchrl.data import (
 from torchrl.data.replay_buffers import SamplerEnsemble, SliceSampler
 from torchrl.data.replay_buffers.utils import pin_memory_output
 
-__all__ = ["StreamReplay", "OnlineQueueSampler", "make_replay", "make_stream_replay", "TRAJ_KEY"]
+from .settings import ReplaySettings
+
+__all__ = ["ReplaySettings", "StreamReplay", "OnlineQueueSampler", "make_replay", "make_stream_replay", "TRAJ_KEY"]
 
 TRAJ_KEY = ("collector", "traj_ids")
 
@@ -169,16 +172,16 @@ class StreamReplay(ReplayBufferEnsemble):
     def _sample(self, batch_size: int):
         # ReplayBufferEnsemble gathers window by window with advanced indexing and stacks the results;
         # here each member's windows are copied as slices, under the same locks (so a window is never
-        # torn by a concurrent write and its generations are those of the data returned).
+        # torn by a concurrent write and its write stamps are those of the data returned).
         with self._replay_lock, self._write_lock:
             index, _ = self._sampler.sample(self._storage, batch_size)
-            generation = self._writer.generations_of(index)
+            stamps = self._writer.generations_of(index)
             ids, local = index.get("buffer_ids"), index.get("index")
             parts = [gather_windows(self._storage._storages[m], local[ids == m]) for m in ids.unique().tolist()]
         data = torch.cat(parts) if len(parts) > 1 else parts[0]
         shape = list(local.shape)
         info = TensorDict({"index": TensorDict({"index": local, "buffer_ids": ids[:, None].expand(shape)}, shape),
-                           "index_generation": generation}, shape)
+                           "index_stamp": stamps}, shape)
         data.update(info)
         return data, info
 
@@ -214,16 +217,16 @@ class StreamReplay(ReplayBufferEnsemble):
         the sampled records; returns TorchRL's ``ConditionalUpdateResult`` (``updated_count``, ``stale_count``).
 
         ``info`` is the sample's info (or the sample itself): its ``("index", ...)`` handles and
-        ``index_generation`` were captured when the window was sampled.
+        ``index_stamp`` (the slots' write stamps) were captured when the window was sampled.
         """
         index = info.get("index")[:, 1:]
-        generation = info.get("index_generation")[:, 1:]
-        if tuple(latents.batch_size) != tuple(generation.shape):
+        stamps = info.get("index_stamp")[:, 1:]
+        if tuple(latents.batch_size) != tuple(stamps.shape):
             raise ValueError(f"write_back: latents of batch size {tuple(latents.batch_size)} do not match the "
-                             f"windows' rows 1..T {tuple(generation.shape)}")
+                             f"windows' rows 1..T {tuple(stamps.shape)}")
         patch = {k: v.to("cpu") for k, v in latents.items(include_nested=True, leaves_only=True)}
-        return self.update_if_present(index=TensorDict(dict(index.items()), list(generation.shape)),
-                                      generation=generation, patch=patch)
+        return self.update_if_present(index=TensorDict(dict(index.items()), list(stamps.shape)),
+                                      generation=stamps, patch=patch)  # TorchRL's name for the stamps
 
 
 def make_stream_replay(*, capacity: int, streams: int, slice_len: int, batch_size: int, online: bool = True,
@@ -254,23 +257,14 @@ def make_stream_replay(*, capacity: int, streams: int, slice_len: int, batch_siz
                         batch_size=batch_size * slice_len, prefetch=prefetch or None, pin_memory=pin_memory)
 
 
-def make_replay(cfg: DictConfig, scratch_dir: str | None = None) -> StreamReplay:
-    """The replay of a config: ``replay.size`` env steps over ``run.envs`` streams, windows of
-    ``batch_length + replay_context`` rows, ``replay.online`` (default true), ``replay.prefetch`` batches
-    sampled ahead in a thread (``auto``: 1 on CUDA, 0 on CPU), pinned when ``device`` is CUDA."""
-    from ..training.setup import resolve_device  # the same device rule as the rest of the run
-
-    replay = cfg.replay
-    online = replay.get("online", True)
-    if online not in (True, False):
-        raise ValueError(f"replay.online must be true or false, got {online!r}")
-    cuda = resolve_device(cfg.device).type == "cuda"
-    prefetch = replay.get("prefetch", "auto")
-    if prefetch == "auto":  # the reference prefetches one batch; on CPU the thread only competes for the cores
-        prefetch = 1 if cuda else 0
-    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-        raise ValueError(f"replay.prefetch must be auto or a number of batches >= 0, got {prefetch!r}")
-    return make_stream_replay(capacity=int(replay.size), streams=int(cfg.run.envs),
-                              slice_len=cfg.batch_length + cfg.replay_context, batch_size=cfg.batch_size,
-                              online=online, prefetch=prefetch, pin_memory=cuda, memmap=bool(replay.memmap),
+def make_replay(settings: ReplaySettings | DictConfig, scratch_dir: str | None = None) -> StreamReplay:
+    """The replay of a run plan's :class:`ReplaySettings` (a Hydra config is read into them first, on the
+    device its ``device`` names)."""
+    if not isinstance(settings, ReplaySettings):
+        device = settings.device
+        cuda = (torch.cuda.is_available() if device == "auto" else torch.device(device).type == "cuda")
+        settings = ReplaySettings.from_config(settings, cuda)
+    s = settings
+    return make_stream_replay(capacity=s.size, streams=s.streams, slice_len=s.slice_len, batch_size=s.batch_size,
+                              online=s.online, prefetch=s.prefetch, pin_memory=s.pin_memory, memmap=s.memmap,
                               scratch_dir=scratch_dir)

@@ -18,6 +18,7 @@ from torchrl.envs import EnvBase, SerialEnv, TransformedEnv
 from ...envs import make_env
 from ...envs.any_env import as_episode_stream, check_observation_spec
 from ...modules import DreamerV3Modules, DreamerV3Policy, make_state_primer
+from .settings import CollectionSettings
 
 __all__ = ["EnvFactory", "env_factory", "make_train_env", "make_eval_env", "with_primer", "make_collector"]
 
@@ -43,11 +44,13 @@ def _seeded_stream(make: EnvFactory, seed: int) -> EnvBase:
     return stream
 
 
-def env_factory(cfg: DictConfig, env_fn: EnvFactory | None = None) -> EnvFactory:
-    """``seed -> EpisodeStream`` for this run: ``env_fn`` if given, else ``env._target_``, else the preset."""
+def env_factory(plan, env_fn: EnvFactory | None = None) -> EnvFactory:
+    """``seed -> EpisodeStream`` for this run: ``env_fn`` if given, else ``env._target_``, else the preset.
+    ``plan``: the run plan, or a Hydra config (both hold the ``env`` node)."""
     if env_fn is not None:
         return functools.partial(_seeded_stream, env_fn)
-    env_cfg = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if v is not None}
+    env = OmegaConf.to_container(plan.env, resolve=True) if OmegaConf.is_config(plan.env) else dict(plan.env)
+    env_cfg = {k: v for k, v in env.items() if v is not None}
     if "_target_" in env_cfg:
         return functools.partial(_seeded_stream, functools.partial(_target_env, env_cfg))
     return functools.partial(_preset_env, env_cfg)  # presets come seeded
@@ -77,21 +80,23 @@ def _primed_streams(make: EnvFactory, agent: DreamerV3Modules, first_seed: int, 
     return with_primer(make_train_env(make, streams, first_seed), agent)
 
 
-def make_collector(cfg: DictConfig, make: EnvFactory, env: EnvBase, policy: DreamerV3Policy,
+def make_collector(settings: CollectionSettings | DictConfig, make: EnvFactory, env: EnvBase, policy: DreamerV3Policy,
                    device: torch.device, version: Callable[[], int] | None = None):
     """Sync ``Collector`` over ``env`` (default), a ``MultiSyncCollector`` with one stream per worker, or Ray
-    actors (``run.collector=ray``) that get ``policy``'s weights whenever ``version()`` (the update count) moved."""
-    frames = cfg.run.envs * cfg.run.steps_per_collect
+    actors (``run.collector=ray``) that get ``policy``'s weights whenever ``version()`` (the update count) moved.
+    ``settings``: the run plan's :class:`CollectionSettings` (a Hydra config is read into them first)."""
+    s = settings if isinstance(settings, CollectionSettings) else CollectionSettings.from_config(settings, device)
+    frames = s.per_batch
     # The policy's carry comes from make_state_primer, so the collector must not add transforms of its own.
     common = dict(frames_per_batch=frames, total_frames=-1, compact_obs=True, storing_device="cpu",
                   policy_device=device, auto_register_policy_transforms=False)
-    if cfg.run.collector == "sync":
+    if s.collector == "sync":
         return Collector(with_primer(env, policy.agent), policy, env_device="cpu", **common)
     if not env.is_closed:  # the workers build their own (a SerialEnv whose workers never started is closed)
         env.close()
-    if cfg.run.collector == "ray":
+    if s.collector == "ray":
         from .ray_collection import make_ray_collector  # ray is an optional extra
 
-        return make_ray_collector(cfg, functools.partial(_primed_streams, make, policy.agent), policy, version)
-    factories = [functools.partial(_primed_env, make, cfg.seed + i, policy.agent) for i in range(cfg.run.envs)]
+        return make_ray_collector(s, functools.partial(_primed_streams, make, policy.agent), policy, version)
+    factories = [functools.partial(_primed_env, make, s.seed + i, policy.agent) for i in range(s.envs)]
     return MultiSyncCollector(factories, policy, cat_results="stack", **common)

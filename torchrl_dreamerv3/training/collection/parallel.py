@@ -1,26 +1,15 @@
-"""Collection in step with learning (sync) or beside it in a thread (parallel), at the reference's train ratio.
+"""Collection beside learning: a collector thread, held at the reference's train ratio.
 
-Both classes offer the loop one interface::
-
-    with collection:                                   # starts / stops the collector thread
-        while True:
-            owed = collection.updates_due(timeout=1.0)  # 0 after the timeout: time to log, check signals
-            for _ in range(owed):
-                ...one update...
-                collection.update_done()
-            if not owed and collection.finished:       # total_steps collected and every update done
-                break
-            with collection.pause():                   # consistent cut for a checkpoint
-                save(...)
-
-``SyncCollection.updates_due`` collects one batch, then returns the updates the ratio owes (today's
-loop). ``ParallelCollection`` iterates the TorchRL collector in a background thread; ``updates_due``
-waits until the ratio owes an update, so the learner never runs ahead of ``run.train_ratio``, and the
-collector waits while it is more than ``max_ahead`` env steps ahead of the updates done.
+The loop drives it as it drives :class:`~.sync.SyncCollection` (see there): ``receive`` hands over the
+batches the thread collected meanwhile (waiting up to ``timeout`` when there are none and no update is
+owed), the loop stores them in the replay, and ``updates_due`` grants what the train ratio owes for them.
+The thread collects until it is more than ``max_ahead`` env steps ahead of the updates done, so the
+learner never runs ahead of ``run.train_ratio`` and the collector never runs far ahead of the learner.
 
 TorchRL's ``Collector(replay_buffer=...).start()`` also collects in a thread, but it offers no
 backpressure (it collects as fast as the envs run), no pause between batches, and writes the raw batch
-itself (our ``(envs, time)`` routing and per-batch episode stats need the batch), hence this thread.
+itself (our ``(envs, time)`` routing and per-batch episode stats need the batch), hence this thread. The
+thread only collects: every batch reaches the replay in the loop's thread, where the loop shows it.
 
 Weights: the thread calls the same policy module the learner updates, so every update reaches the
 acting policy at once (on CUDA both threads' kernels go through the same stream in order; on CPU an
@@ -32,140 +21,35 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from tensordict import TensorDictBase
 
 from .ratio import TrainRatio
+from .sync import SyncCollection
 
-__all__ = ["SyncCollection", "ParallelCollection", "episodes_in", "use_parallel"]
-
-
-def episodes_in(batch: TensorDictBase) -> list[tuple[float, int]]:
-    """(return, length) of every episode that ends in ``batch`` (an EpisodeStream's ``is_last`` rows)."""
-    finished = batch["is_last"].squeeze(-1)
-    return list(zip(batch["episode_reward"].squeeze(-1)[finished].tolist(),
-                    batch["episode_length"].squeeze(-1)[finished].tolist()))
-
-
-def use_parallel(setting, device) -> bool:
-    """``run.async_collect``: ``auto`` (parallel on CUDA), ``true`` or ``false``."""
-    if setting == "auto":
-        return device.type == "cuda"
-    if setting in (True, False):
-        return setting
-    raise ValueError(f"run.async_collect must be auto, true or false, got {setting!r}")
-
-
-class SyncCollection:
-    """One batch, then the updates it earns, in the caller's thread.
-
-    Args:
-        collector: an iterable of ``(envs, time)`` (or ``(time,)``) batches, e.g. a TorchRL collector.
-        write: called with each batch as ``(envs, time)``; writes it to the replay (may raise, e.g.
-            on NaNs: the error reaches the loop).
-        ratio: the run's :class:`TrainRatio`; its state is the ratio's part of a checkpoint.
-        ready: whether training may start (replay fill, prefill); updates are owed only once it is true.
-        env_steps: env steps already done (a resumed run's counter).
-        total_steps: no batch is started once ``env_steps`` reaches it (``run.steps``; None: no end).
-    """
-
-    def __init__(self, collector: Iterable, write: Callable[[TensorDictBase], None], ratio: TrainRatio, *,
-                 ready: Callable[[], bool] = lambda: True, env_steps: int = 0, total_steps: int | None = None):
-        self.collector, self.write, self.ratio, self.ready = collector, write, ratio, ready
-        self.env_steps = int(env_steps)
-        self.total_steps = total_steps
-        self.updates = 0
-        self._pending = 0  # updates granted by the ratio, not finished yet
-        self._episodes: deque = deque()
-        self._iterator = None
-
-    def _consume(self, batch: TensorDictBase) -> int:
-        batch = batch if batch.batch_dims == 2 else batch.unsqueeze(0)  # (envs, time)
-        self.write(batch)
-        # stamped with the env steps at the end of their batch: the learner drains them only after its round,
-        # and in parallel mode the collector may have run max_ahead steps further by then
-        steps = batch.numel()
-        self._episodes.extend((value, length, self.env_steps + steps) for value, length in episodes_in(batch))
-        return steps
-
-    @property
-    def finished(self) -> bool:
-        """All ``total_steps`` collected (parallel: the collector thread has ended)."""
-        return self._collected_all()
-
-    def _collected_all(self) -> bool:
-        return self.total_steps is not None and self.env_steps >= self.total_steps
-
-    def episodes(self) -> list[tuple[float, int, int]]:
-        """The (return, length, env steps at the end of its batch) of episodes finished since the last call,
-        oldest first."""
-        out = []
-        while self._episodes:
-            out.append(self._episodes.popleft())
-        return out
-
-    def start(self):
-        self._iterator = iter(self.collector)
-        return self
-
-    def stop(self, timeout: float | None = None) -> None:
-        self._iterator = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def updates_due(self, timeout: float | None = None) -> int:
-        if self.finished:
-            return 0
-        if self._iterator is None:
-            self.start()
-        self.env_steps += self._consume(next(self._iterator))
-        owed = self.ratio(self.env_steps) if self.ready() else 0
-        self._pending += owed
-        return owed
-
-    def update_done(self, count: int = 1) -> None:
-        self._pending = max(self._pending - count, 0)
-        self.updates += count
-
-    def _return_pending(self) -> None:
-        """A loop interrupted mid-round: the ratio owes the unfinished updates again later."""
-        if self._pending:
-            self.ratio.refund(self._pending)
-            self._pending = 0
-
-    @contextlib.contextmanager
-    def pause(self):
-        """Nothing runs between batches in sync mode; only unfinished updates go back to the ratio."""
-        self._return_pending()
-        yield self
+__all__ = ["ParallelCollection"]
 
 
 class ParallelCollection(SyncCollection):
     """The collector runs in a daemon thread; the learner takes updates as the train ratio grants them.
 
     Invariants (``r`` = updates per env step of ``ratio``): the learner is never granted more updates than
-    the ratio owes for the env steps written so far; the collector starts no new batch while the env
-    steps not yet paid for by finished updates exceed ``max_ahead`` (so at most ``max_ahead`` plus one
-    batch). ``max_ahead`` must be at least ``1 / r``: the learner pays in whole updates.
+    the ratio owes for the env steps received so far; the collector starts no new batch while the env
+    steps collected but not yet paid for by finished updates exceed ``max_ahead`` (so at most ``max_ahead``
+    plus one batch). ``max_ahead`` must be at least ``1 / r``: the learner pays in whole updates.
 
     ``round_updates`` caps the updates granted per call (the loop logs, evaluates and saves between calls);
     the rest stays owed to the next call.
 
-    ``pause()`` waits for the batch in flight to be written and holds the thread there, and returns
-    granted but unfinished updates to the ratio: inside it, replay rows == ``env_steps`` and the
-    ratio's state matches ``updates``, a consistent cut for a checkpoint.
+    ``pause()`` waits for the batch in flight to reach the inbox and holds the thread there, and returns
+    granted but unfinished updates to the ratio: once the caller has received the inbox inside it, replay
+    rows == ``env_steps`` and the ratio's state matches ``updates``, a consistent cut for a checkpoint.
     """
 
-    def __init__(self, collector: Iterable, write: Callable[[TensorDictBase], None], ratio: TrainRatio, *,
-                 max_ahead: int, round_updates: int | None = None, ready: Callable[[], bool] = lambda: True,
-                 env_steps: int = 0, total_steps: int | None = None):
-        super().__init__(collector, write, ratio, ready=ready, env_steps=env_steps, total_steps=total_steps)
+    def __init__(self, collector: Iterable, ratio: TrainRatio, *, max_ahead: int, round_updates: int | None = None,
+                 ready: Callable[[], bool] = lambda: True, env_steps: int = 0, total_steps: int | None = None):
+        super().__init__(collector, ratio, ready=ready, env_steps=env_steps, total_steps=total_steps)
         if max_ahead < 1.0 / ratio.ratio:
             raise ValueError(f"run.max_ahead={max_ahead} env steps is less than one update's worth "
                              f"({1.0 / ratio.ratio:g} env steps at this train ratio); the collector would wait forever")
@@ -174,19 +58,20 @@ class ParallelCollection(SyncCollection):
         self.max_ahead = max_ahead
         self.round_updates = round_updates
         self._cond = threading.Condition()
-        self._paused = self._parked = self._stopping = self._finished = False
+        self._inbox: list[TensorDictBase] = []  # collected, not yet received
+        self._paused = self._parked = self._stopping = self._thread_done = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self._thread_done and not self._inbox
 
     def lag(self) -> float:
-        """Env steps written but not yet paid for by finished updates (0 before training starts)."""
+        """Env steps collected but not yet paid for by finished updates (0 before training starts)."""
         if self.ratio.prev is None:
             return 0.0
-        return self.env_steps - self.ratio.prev + self._pending / self.ratio.ratio
+        return self.collected - self.ratio.prev + self._pending / self.ratio.ratio
 
     def start(self):
         if self._thread is None:
@@ -210,41 +95,52 @@ class ParallelCollection(SyncCollection):
                 batch = next(iterator, None)
                 if batch is None:  # a finite collector ran out
                     return
-                steps = self._consume(batch)
+                batch = self._as_streams(batch)
                 with self._cond:
-                    self.env_steps += steps
+                    self._inbox.append(batch)
+                    self.collected += batch.numel()
                     self._cond.notify_all()
-        except BaseException as error:  # handed to the learner's thread by updates_due
+        except BaseException as error:  # handed to the learner's thread by receive / updates_due
             with self._cond:
                 self._error = error
         finally:
             with self._cond:
-                self._finished = self._parked = True
+                self._thread_done = self._parked = True
                 self._cond.notify_all()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise RuntimeError("the collector thread failed") from self._error
 
-    def updates_due(self, timeout: float | None = None) -> int:
-        """Blocks until the ratio owes at least one update (returns how many, at most ``round_updates``) or
-        ``timeout`` s pass (0)."""
+    def _owes(self) -> bool:
+        return self.ready() and self.ratio.due(self.env_steps) > 0
+
+    def receive(self, timeout: float | None = None) -> Iterator[TensorDictBase]:
+        """The batches the thread collected since the last call; with none and no update owed, waits up to
+        ``timeout`` s for one (none: time to log, check signals)."""
         self.start()
         with self._cond:
-            while True:
+            self._raise_if_failed()
+            if not self._inbox and not self._thread_done and not self._owes():
+                self._cond.wait(timeout)
                 self._raise_if_failed()
-                if self.ready():
-                    owed = self.ratio(self.env_steps)
-                    if self.round_updates is not None and owed > self.round_updates:
-                        # the rest stays owed: a round of max_ahead's worth of updates (hundreds on small
-                        # tasks) would hold back logging, evaluation and checkpoints for minutes
-                        self.ratio.refund(owed - self.round_updates)
-                        owed = self.round_updates
-                    if owed:
-                        self._pending += owed
-                        return owed
-                if self._finished or not self._cond.wait(timeout):
-                    return 0
+            batches, self._inbox = self._inbox, []
+        return self._hand_over(batches)
+
+    def updates_due(self) -> int:
+        """The updates the ratio owes for the env steps received, at most ``round_updates``."""
+        with self._cond:
+            self._raise_if_failed()
+            if not self.ready():
+                return 0
+            owed = self.ratio(self.env_steps)
+            if self.round_updates is not None and owed > self.round_updates:
+                # the rest stays owed: a round of max_ahead's worth of updates (hundreds on small
+                # tasks) would hold back logging, evaluation and checkpoints for minutes
+                self.ratio.refund(owed - self.round_updates)
+                owed = self.round_updates
+            self._pending += owed
+            return owed
 
     def update_done(self, count: int = 1) -> None:
         with self._cond:

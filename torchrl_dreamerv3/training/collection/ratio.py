@@ -31,6 +31,10 @@ class TrainRatio:
         self.prev += repeats / self.ratio
         return repeats
 
+    def due(self, step: int) -> int:
+        """What ``self(step)`` would return, without counting it."""
+        return 1 if self.prev is None else int((step - self.prev) * self.ratio)
+
     def refund(self, updates: int) -> None:
         """Gives back ``updates`` that were counted but not run (a stop request ended the round early)."""
         if self.prev is not None:
