@@ -39,6 +39,7 @@ from torchrl_dreamerv3.training.collection.environment import env_factory, make_
 from torchrl_dreamerv3.training.collection.ratio import TrainRatio  # noqa: E402
 from torchrl_dreamerv3.replay.buffer import make_stream_replay  # noqa: E402
 from torchrl_dreamerv3.training.reporting.report import open_loop_report, save_gif  # noqa: E402
+from torchrl_dreamerv3.training.plan import make_plan  # noqa: E402
 from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner, unbatched_action_spec  # noqa: E402
 
 METRICS = ("openl_mse_obs", "openl_mse_imag", "openl_reward_mse_obs", "openl_reward_mse_imag")
@@ -55,7 +56,7 @@ def collect_windows(cfg, agent, *, random_actions: bool, steps: int, windows: in
     if random_actions:
         policy.actor = PrefillActor(policy.actor, unbatched_action_spec(env), steps, agent.keys.action)
     replay = make_stream_replay(capacity=steps, streams=1, slice_len=length + 1, batch_size=windows, online=False)
-    collector = make_collector(sync, make, env, policy, torch.device("cpu"))
+    collector = make_collector(make_plan(sync, torch.device("cpu")).collection, make, env, policy, torch.device("cpu"))
     keys = (*agent.obs_keys, *REPLAY_KEYS)
     for batch in collector:
         replay.extend(batch.select(*keys).unsqueeze(0))  # (streams=1, time)

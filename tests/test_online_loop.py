@@ -12,6 +12,7 @@ from torchrl_dreamerv3.training.collection.parallel import ParallelCollection
 from torchrl_dreamerv3.training.collection.sync import SyncCollection
 from torchrl_dreamerv3.replay.buffer import make_replay
 from torchrl_dreamerv3.training.collection.environment import env_factory, make_collector, make_train_env
+from torchrl_dreamerv3.training.plan import make_plan
 from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +29,13 @@ def _cfg(*overrides):
 def test_collect_train_and_write_back(parallel):
     cfg = _cfg()
     device = torch.device("cpu")
-    make = env_factory(cfg)
+    plan = make_plan(cfg)
+    make = env_factory(plan)
     env = make_train_env(make, cfg.run.envs, cfg.seed)
-    agent = make_agent(cfg, env, device)
-    learner = make_learner(cfg, agent)
-    collector = make_collector(cfg, make, env, DreamerV3Policy(agent), device)  # run.envs=2 streams in a SerialEnv
-    replay = make_replay(cfg)
+    agent = make_agent(plan, env, device)
+    learner = make_learner(plan, agent)
+    collector = make_collector(plan.collection, make, env, DreamerV3Policy(agent), device)  # 2 streams, a SerialEnv
+    replay = make_replay(plan.replay)
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
     window_rows = cfg.batch_length + cfg.replay_context
 

@@ -10,7 +10,7 @@ from tensordict import TensorDict
 
 from torchrl_dreamerv3.training import TrainRatio
 from torchrl_dreamerv3.training.collection.parallel import ParallelCollection
-from torchrl_dreamerv3.training.collection.settings import use_parallel
+from torchrl_dreamerv3.training.plan import use_parallel
 from torchrl_dreamerv3.training.collection.sync import SyncCollection, episodes_in
 
 FRAMES = 8  # env steps per collected batch
@@ -245,15 +245,14 @@ def test_round_updates_below_one_is_refused():
 
 
 def test_max_ahead_auto_is_four_batches_or_two_updates():
-    from omegaconf import OmegaConf
-
-    from torchrl_dreamerv3.training.collection.settings import CollectionSettings
+    from torchrl_dreamerv3 import compose_config
+    from torchrl_dreamerv3.training.plan import make_plan
 
     def max_ahead(value, train_ratio, batch_size, batch_length, envs=1, per_collect=16):
-        cfg = OmegaConf.create({"seed": 0, "batch_size": batch_size, "batch_length": batch_length,
-                                "run": {"max_ahead": value, "envs": envs, "steps_per_collect": per_collect,
-                                        "collector": "sync", "steps": 1000, "train_ratio": train_ratio}})
-        return CollectionSettings.from_config(cfg, torch.device("cpu")).max_ahead
+        cfg = compose_config(["env=cartpole", "device=cpu", f"run.max_ahead={value}", f"run.train_ratio={train_ratio}",
+                              f"batch_size={batch_size}", f"batch_length={batch_length}", f"run.envs={envs}",
+                              f"run.steps_per_collect={per_collect}", "replay.size=100000"])
+        return make_plan(cfg).collection.max_ahead
 
     assert max_ahead("auto", 256, 16, 32) == 64  # 4 x 16 steps; 1 update per 2 steps
     assert max_ahead("auto", 32, 16, 64, envs=16) == 1024  # Atari: 4 x 256 steps

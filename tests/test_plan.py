@@ -41,7 +41,7 @@ def test_the_plan_is_frozen_and_resolved():
     plan = make_plan(compose_config([*TINY, "algo=dreamerv1", "run.envs=2", "model.deter=16"]))
     assert isinstance(plan, RunPlan) and plan.device == torch.device("cpu")
     assert plan.generation.name == "dreamerv1" and plan.model.latent == "gaussian" and plan.model.deter == 16
-    assert plan.replay.streams == plan.collection.envs == 2 and plan.replay.slice_len == plan.batch_length + 1
+    assert plan.replay.streams == plan.collection.envs == 2 and plan.replay.slice_len == plan.replay.batch_length + 1
     assert plan.losses.opt["model_lr"] > 0  # V1: the three-Adam section
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.seed = 1
@@ -61,7 +61,7 @@ def test_size_auto_resolves_by_device_once():
 
 
 def test_a_resumed_plan_must_match_the_saved_one():
-    saved = make_plan(compose_config([*TINY, "model.deter=16"])).identity()
+    saved = dict(make_plan(compose_config([*TINY, "model.deter=16"])).identity)
     # budgets, cadences and learning rates may change on resume
     check_resumed_plan(make_plan(compose_config([*TINY, "model.deter=16", "run.steps=99", "opt.lr=1e-3"])), saved)
     with pytest.raises(ValueError) as caught:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..modules import GENERATIONS, model_config
 from ..objectives import (
     ActorLoss,
     DreamerV1ActorLoss,
@@ -197,6 +198,17 @@ class GenerationSpec:
     def opt_section(self) -> str:
         """The config section of the optimiser's arguments."""
         return "opt" if self.optimizer == "laprop" else "opt3"
+
+    def model(self, size: str, overrides: Mapping[str, Any]):
+        """The :class:`~torchrl_dreamerv3.modules.ModelConfig` of this generation: the ``size`` preset (V3) or the
+        generation's own preset, with ``overrides`` (explicit ``model.*`` / ``size=`` values) on top. A Gaussian
+        latent (V1) has one "class" per dimension, so an override's ``classes`` becomes 1."""
+        overrides = dict(overrides)
+        if self.model_preset != "dreamerv3":
+            if GENERATIONS[self.model_preset].get("latent") == "gaussian" and "classes" in overrides:
+                overrides["classes"] = 1
+            overrides["generation"] = self.model_preset
+        return model_config(size, **overrides)
 
     @property
     def per_loss_backward(self) -> bool:

@@ -1,24 +1,14 @@
-"""The settings a generation's losses and optimiser read, as one frozen value (a part of the run plan).
+"""The settings a generation's losses and optimiser read, as one frozen value (the run plan's ``losses``).
 
-:meth:`LossSettings.from_config` reads them from the Hydra config once; each registry entry's
-``loss_config(settings, agent, switches)`` (:mod:`.generations`) maps them onto its loss classes.
+The run plan (:mod:`torchrl_dreamerv3.training.plan`) reads them from the config once; each registry
+entry's ``loss_config(settings, agent, switches)`` (:mod:`.generations`) maps them onto its loss classes.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-
-from omegaconf import OmegaConf
 
 __all__ = ["LossSettings"]
-
-
-def frozen(mapping) -> Mapping:
-    """A read-only plain mapping of a config node (or dict)."""
-    if OmegaConf.is_config(mapping):
-        mapping = OmegaConf.to_container(mapping, resolve=True)
-    return MappingProxyType(dict(mapping))
 
 
 @dataclass(frozen=True)
@@ -34,10 +24,3 @@ class LossSettings:
     slow_rate: float  # slowvalue.rate: slow-critic EMA rate
     retnorm: Mapping[str, float]  # rate, limit, perclo, perchi of the return normaliser
     opt: Mapping  # the generation's optimiser section (opt: LaProp; opt3: three Adams)
-
-    @classmethod
-    def from_config(cls, cfg, opt_section: str = "opt") -> "LossSettings":
-        return cls(scales=frozen(cfg.loss_scales), free_nats=cfg.free_nats, horizon=cfg.horizon,
-                   imag_length=cfg.imag_length, imag_lam=cfg.imag_loss.lam, actent=cfg.imag_loss.actent,
-                   slowreg=cfg.imag_loss.slowreg, repl_lam=cfg.repl_loss.lam, slow_rate=cfg.slowvalue.rate,
-                   retnorm=frozen(cfg.retnorm), opt=frozen(cfg[opt_section]))

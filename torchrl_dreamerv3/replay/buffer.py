@@ -21,7 +21,6 @@ Dreamer generations): a slot refilled by the collector after it was sampled keep
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import (
     LazyMemmapStorage,
@@ -257,13 +256,8 @@ def make_stream_replay(*, capacity: int, streams: int, slice_len: int, batch_siz
                         batch_size=batch_size * slice_len, prefetch=prefetch or None, pin_memory=pin_memory)
 
 
-def make_replay(settings: ReplaySettings | DictConfig, scratch_dir: str | None = None) -> StreamReplay:
-    """The replay of a run plan's :class:`ReplaySettings` (a Hydra config is read into them first, on the
-    device its ``device`` names)."""
-    if not isinstance(settings, ReplaySettings):
-        device = settings.device
-        cuda = (torch.cuda.is_available() if device == "auto" else torch.device(device).type == "cuda")
-        settings = ReplaySettings.from_config(settings, cuda)
+def make_replay(settings: ReplaySettings, scratch_dir: str | None = None) -> StreamReplay:
+    """The replay a run plan's :class:`ReplaySettings` describe (``scratch_dir``: where a memmap storage goes)."""
     s = settings
     return make_stream_replay(capacity=s.size, streams=s.streams, slice_len=s.slice_len, batch_size=s.batch_size,
                               online=s.online, prefetch=s.prefetch, pin_memory=s.pin_memory, memmap=s.memmap,

@@ -108,7 +108,7 @@ def train_at_ratio(run: Run, stop: StopRequest) -> int:
 
 def train_step(run: Run) -> None:
     """One update on a replay window; the recomputed posterior latents go back into the replay."""
-    batch_size = run.plan.batch_size
+    batch_size = run.plan.replay.batch_size
     window, info = run.replay.sample(return_info=True)  # (B * (T + 1)) rows; info: where they came from
     run.metrics, latents = run.learner.update(window.reshape(batch_size, -1).to(run.device))
     run.metric_mean.add(run.metrics)
@@ -143,7 +143,7 @@ def report_open_loop(run: Run, force: bool = False) -> None:
     due = time.time() - run.clock["report"] >= run.plan.loop.report_every
     if not run.dp.is_main or run.metrics is None or not run.image_keys or not (due or force):
         return
-    window = run.replay.sample_uniform(min(4, run.plan.batch_size)).to(run.device)
+    window = run.replay.sample_uniform(min(4, run.plan.replay.batch_size)).to(run.device)
     video, scores = open_loop_report(run.agent, window)
     run.logger.log_scalars(scores, run.env_steps, "report")
     run.logger.log_video("openloop", video, run.env_steps)
@@ -173,7 +173,7 @@ def save(run: Run) -> None:
         if run.dp.is_main:  # the other ranks hold the same learner state (under torchrun)
             save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
                             replay=run.replay if plan.loop.checkpoint_replay else None, keep=plan.loop.checkpoint_keep,
-                            meta={"model_size": plan.model_size, "plan": plan.identity()})
+                            meta={"model_size": plan.model_size, "plan": dict(plan.identity)})
         run.dp.barrier()  # no rank exits before rank 0 has saved
     run.logger.plot_returns(title=f"DreamerV3 {plan.env_name}")
     run.clock["save"] = time.time()

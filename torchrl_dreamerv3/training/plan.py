@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +23,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..agent.generations import GenerationSpec, resolve_switches
-from ..agent.settings import LossSettings, frozen
-from ..modules import GENERATIONS, ModelConfig, model_config
+from ..agent.settings import LossSettings
+from ..modules import ModelConfig
 from ..replay.settings import ReplaySettings
 from .collection.settings import CollectionSettings
 from .compute.acceleration import Acceleration
 from .config_checks import ConfigError, config_problems
 
-__all__ = ["LoopSettings", "RunPlan", "make_plan", "as_plan", "check_resumed_plan", "resolve_device", "resolve_size"]
+__all__ = ["LoopSettings", "RunPlan", "make_plan", "as_plan", "check_resumed_plan", "resolve_device", "resolve_size",
+           "use_parallel"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,6 +54,20 @@ def resolve_size(size: str, device: torch.device) -> tuple[str, str | None]:
                       "pass size=size200m (or size12m, ...) to choose another")
 
 
+def use_parallel(setting, device: torch.device) -> bool:
+    """``run.async_collect``: ``auto`` (parallel on CUDA), ``true`` or ``false``."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if setting in (True, False):
+        return setting
+    raise ValueError(f"run.async_collect must be auto, true or false, got {setting!r}")
+
+
+def frozen(node) -> Mapping:
+    """A read-only plain mapping of a config node (or dict)."""
+    return MappingProxyType(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node))
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """The loop's cadences (seconds, or env steps for evaluation), checkpoints and logger."""
@@ -66,15 +82,6 @@ class LoopSettings:
     checkpoint_keep: int = 1
     logger_backend: str = "csv"
     wandb: Mapping | None = None
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> "LoopSettings":
-        run, logger = cfg.run, cfg.logger
-        wandb = frozen(logger.wandb) if "wandb" in logger else None
-        return cls(log_every=run.log_every, report_every=run.report_every, save_every=run.save_every,
-                   eval_every=run.eval_every, eval_eps=run.eval_eps, estimate_after=run.get("estimate_after", 60),
-                   checkpoint_replay=bool(cfg.checkpoint.replay), checkpoint_keep=int(cfg.checkpoint.keep),
-                   logger_backend=logger.backend, wandb=wandb)
 
 
 @dataclass(frozen=True)
@@ -98,22 +105,8 @@ class RunPlan:
     env_name: str
     logdir: Path
     resume: str | None
-    hparams: Mapping = dataclasses.field(default_factory=dict)  # the whole config, resolved: logged once
-
-    @property
-    def batch_size(self) -> int:
-        return self.replay.batch_size
-
-    @property
-    def batch_length(self) -> int:
-        return self.replay.batch_length
-
-    def identity(self) -> dict:
-        """What a resumed run must share with the run it continues (JSON-able): what shapes the networks
-        (env, resolved model, generation), the replay rows and the windows the checkpoint was trained on."""
-        ident = dict(env=dict(self.env), model=dataclasses.asdict(self.model), generation=self.generation.name,
-                     batch_size=self.batch_size, batch_length=self.batch_length, replay_context=self.replay.context)
-        return json.loads(json.dumps(ident, default=str))
+    identity: Mapping  # what a resumed run must share with the run it continues (see _identity)
+    hparams: Mapping  # the whole config, resolved: logged and saved once
 
 
 def _logdir(cfg: DictConfig) -> Path:
@@ -125,70 +118,115 @@ def _logdir(cfg: DictConfig) -> Path:
     return Path(cfg.logdir)
 
 
-def _model(cfg: DictConfig, spec: GenerationSpec, size: str) -> ModelConfig:
-    """The model preset with the config's ``model.*`` (null: the preset's value) on top. For V1/V2 only what
-    an explicit ``size=`` or ``model.*`` sets applies (``size=auto`` keeps the authors' sizes); a Gaussian
-    latent (V1) has one "class" per dimension, so a size preset's ``classes`` becomes 1."""
+def _loop(cfg: DictConfig) -> LoopSettings:
+    run, logger = cfg.run, cfg.logger
+    return LoopSettings(log_every=run.log_every, report_every=run.report_every, save_every=run.save_every,
+                        eval_every=run.eval_every, eval_eps=run.eval_eps, estimate_after=run.get("estimate_after", 60),
+                        checkpoint_replay=bool(cfg.checkpoint.replay), checkpoint_keep=int(cfg.checkpoint.keep),
+                        logger_backend=logger.backend, wandb=frozen(logger.wandb) if "wandb" in logger else None)
+
+
+def _losses(cfg: DictConfig, opt_section: str) -> LossSettings:
+    return LossSettings(scales=frozen(cfg.loss_scales), free_nats=cfg.free_nats, horizon=cfg.horizon,
+                        imag_length=cfg.imag_length, imag_lam=cfg.imag_loss.lam, actent=cfg.imag_loss.actent,
+                        slowreg=cfg.imag_loss.slowreg, repl_lam=cfg.repl_loss.lam, slow_rate=cfg.slowvalue.rate,
+                        retnorm=frozen(cfg.retnorm), opt=frozen(cfg[opt_section]))
+
+
+def _replay(cfg: DictConfig, cuda: bool) -> ReplaySettings:
+    """``replay.prefetch=auto``: 1 on CUDA, 0 on CPU (the reference prefetches one batch; on CPU the thread only
+    competes for the cores)."""
+    replay = cfg.replay
+    online, prefetch = replay.get("online", True), replay.get("prefetch", "auto")
+    prefetch = (1 if cuda else 0) if prefetch == "auto" else prefetch
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        raise ValueError(f"replay.prefetch must be auto or a number of batches >= 0, got {prefetch!r}")
+    return ReplaySettings(size=int(replay.size), streams=int(cfg.run.envs), batch_size=int(cfg.batch_size),
+                          batch_length=int(cfg.batch_length), slice_len=int(cfg.batch_length + cfg.replay_context),
+                          online=online, prefetch=prefetch, pin_memory=cuda, memmap=bool(replay.memmap))
+
+
+def _collection(cfg: DictConfig, device: torch.device) -> CollectionSettings:
+    """``run.max_ahead=auto``: 4 collected batches (at least 2 updates' worth), so that the acting policy lags the
+    learner by the same few batches on a 10k-step CartPole run as on Atari."""
+    run = cfg.run
+    per_batch, updates_per_step = run.envs * run.steps_per_collect, run.train_ratio / (cfg.batch_size * cfg.batch_length)
+    max_ahead = run.get("max_ahead", "auto")
+    max_ahead = max(4 * per_batch, math.ceil(2 / updates_per_step)) if max_ahead == "auto" else int(max_ahead)
+    async_collect = run.get("async_collect", "auto")
+    parallel = use_parallel(async_collect, device)
+    if parallel and max_ahead < 1 / updates_per_step:
+        raise ValueError(f"run.max_ahead={max_ahead} env steps is less than one update's worth "
+                         f"({1 / updates_per_step:g} env steps at this train ratio); the collector would wait forever")
+    return CollectionSettings(
+        collector=run.collector, envs=int(run.envs), steps_per_collect=int(run.steps_per_collect), per_batch=per_batch,
+        steps=int(run.steps), train_ratio=run.train_ratio, seed=int(cfg.seed), prefill=int(run.get("prefill", 0)),
+        parallel=parallel, async_collect=async_collect, max_ahead=max_ahead,
+        ray_workers=int(OmegaConf.select(cfg, "run.ray.workers", default=1)),
+        ray_address=OmegaConf.select(cfg, "run.ray.address", default=None))
+
+
+def _model_overrides(cfg: DictConfig) -> dict:
+    """The config's ``model.*`` that are set (null: the preset's value; ``size`` picks the preset)."""
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "size" and v is not None}
     if isinstance(overrides.get("mults"), list):
         overrides["mults"] = tuple(overrides["mults"])
-    preset = spec.model_preset
-    if preset != "dreamerv3":
-        if GENERATIONS[preset].get("latent") == "gaussian" and "classes" in overrides:
-            overrides["classes"] = 1
-        overrides["generation"] = preset
-    return model_config(size, **overrides)
+    return overrides
 
 
-def _resolve(cfg: DictConfig, device: torch.device | None, problems: list[str], typed: bool) -> dict:
-    """Each part of the plan; a part that fails adds its message and leaves the ones that need it out.
-    ``typed``: the checked settings have their types and ranges (else the parts built from them wait)."""
+def _settings(cfg: DictConfig, device: torch.device | None, problems: list[str], typed: bool) -> dict:
+    """Every part of the plan, each read once; a part that fails adds its message (and the parts that need it
+    wait). ``typed``: the checked settings have their types and ranges (else the parts read from them wait)."""
     parts: dict[str, Any] = {}
 
-    def part(name, build):
+    def attempt(name, read):
         try:
-            parts[name] = build()
+            parts[name] = read()
         except (ValueError, TypeError) as error:
             problems.append(str(error))
 
-    part("device", lambda: device if device is not None else resolve_device(cfg.device))
-    part("generation", lambda: resolve_switches(cfg.get("algo")))
+    attempt("device", lambda: resolve_device(cfg.device) if device is None else device)
+    attempt("generation", lambda: resolve_switches(cfg.get("algo")))
     if "device" in parts:
-        dev = parts["device"]
-        part("size", lambda: resolve_size(cfg.model.size, dev))
-        part("compute", lambda: Acceleration.from_config(cfg, dev))
-    if not typed:
-        return parts
-    part("loop", lambda: LoopSettings.from_config(cfg))
-    if "generation" in parts:
-        part("losses", lambda: LossSettings.from_config(cfg, parts["generation"][0].opt_section))
-    if "device" in parts:
-        part("replay", lambda: ReplaySettings.from_config(cfg, parts["device"].type == "cuda"))
-        part("collection", lambda: CollectionSettings.from_config(cfg, parts["device"]))
+        attempt("size", lambda: resolve_size(cfg.model.size, parts["device"]))
+        attempt("compute", lambda: Acceleration.from_config(cfg, parts["device"]))
     if "size" in parts and "generation" in parts:
-        part("model", lambda: _model(cfg, parts["generation"][0], parts["size"][0]))
+        attempt("model", lambda: parts["generation"][0].model(parts["size"][0], _model_overrides(cfg)))
+    if typed and "device" in parts:
+        attempt("loop", lambda: _loop(cfg))
+        attempt("replay", lambda: _replay(cfg, parts["device"].type == "cuda"))
+        attempt("collection", lambda: _collection(cfg, parts["device"]))
+        if "generation" in parts:
+            attempt("losses", lambda: _losses(cfg, parts["generation"][0].opt_section))
     return parts
+
+
+def _identity(env: Mapping, model: ModelConfig, generation: str, replay: ReplaySettings) -> Mapping:
+    """What a resumed run must share with the run it continues (JSON-able): what shapes the networks (env,
+    resolved model, generation), the replay rows and the windows the checkpoint was trained on."""
+    ident = dict(env=dict(env), model=dataclasses.asdict(model), generation=generation, batch_size=replay.batch_size,
+                 batch_length=replay.batch_length, replay_context=replay.slice_len - replay.batch_length)
+    return MappingProxyType(json.loads(json.dumps(ident, default=str)))
 
 
 def make_plan(cfg: DictConfig, device: torch.device | None = None) -> RunPlan:
     """The plan of ``cfg``, after one sweep that names every bad value (:class:`ConfigError`); creates nothing.
-    ``device``: use this device instead of resolving ``cfg.device`` (a torchrun rank's)."""
+    ``device``: use this device instead of resolving ``cfg.device``."""
     problems = config_problems(cfg)
-    parts = _resolve(cfg, device, problems, typed=not problems)
+    parts = _settings(cfg, device, problems, typed=not problems)
     if problems:
         raise ConfigError(problems)
-    spec, switches = parts["generation"]
-    noise = (cfg.get("algo") or {}).get("expl_noise", spec.expl_noise)
-    size, note = parts["size"]
+    (spec, switches), (size, note) = parts["generation"], parts["size"]
     if spec.name != "dreamerv3":  # one size per earlier generation; size presets only shrink it
         size, note = f"{spec.name} preset" + ("" if cfg.model.size == "auto" else f" with size={cfg.model.size}"), None
-    env = frozen(OmegaConf.to_container(cfg.env, resolve=True))
+    noise = (cfg.get("algo") or {}).get("expl_noise", spec.expl_noise)
+    env = frozen(cfg.env)
     return RunPlan(seed=int(cfg.seed), threads=int(cfg.threads or 0), device=parts["device"], model_size=size,
                    size_note=note, model=parts["model"], generation=dataclasses.replace(spec, expl_noise=float(noise)),
                    switches=MappingProxyType(dict(switches)), losses=parts["losses"], replay=parts["replay"],
                    collection=parts["collection"], compute=parts["compute"], loop=parts["loop"], env=env,
                    env_name=str(env.get("name", "custom")), logdir=_logdir(cfg), resume=cfg.resume or None,
-                   hparams=frozen(OmegaConf.to_container(cfg, resolve=True)))
+                   identity=_identity(env, parts["model"], spec.name, parts["replay"]), hparams=frozen(cfg))
 
 
 def as_plan(plan_or_cfg: RunPlan | DictConfig, device: torch.device | None = None) -> RunPlan:
@@ -204,9 +242,9 @@ def _flat(node, prefix: str) -> dict:
 
 def check_resumed_plan(plan: RunPlan, saved: dict) -> None:
     """Fails, naming each differing entry, when ``plan`` cannot continue the run whose checkpoint saved the
-    identity ``saved`` (:meth:`RunPlan.identity`); a mismatch would otherwise surface as a shape error deep
+    identity ``saved`` (``RunPlan.identity``); a mismatch would otherwise surface as a shape error deep
     inside ``load_state_dict``, or not at all (a switch, a loss setting of the generation)."""
-    now, then = _flat(plan.identity(), ""), _flat(saved, "")
+    now, then = _flat(dict(plan.identity), ""), _flat(saved, "")
     differing = [f"{k}={now.get(k)!r} (the run has {then.get(k)!r})" for k in sorted(set(now) | set(then))
                  if now.get(k) != then.get(k)]
     if differing:

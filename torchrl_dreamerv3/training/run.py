@@ -91,7 +91,7 @@ def _build(plan: RunPlan, logdir: Path, lock: RunLock | None, dp: DataParallel, 
     replay = make_replay(plan.replay, scratch_dir=str(logdir / ("replay_memmap" + (f"_rank{dp.rank}" if dp.rank else ""))))
     # Each rank runs the ratio on its own env steps with its own batch: with every rank collecting the same
     # steps per round, that is the reference's ratio over the global steps and global batch (N x B).
-    ratio = TrainRatio(plan.collection.train_ratio, plan.batch_size, plan.batch_length)
+    ratio = TrainRatio(plan.collection.train_ratio, plan.replay.batch_size, plan.replay.batch_length)
     logger = _make_logger(plan, logdir, dp.is_main)
     return env, Run(plan=plan, logdir=logdir, lock=lock, dp=dp, compute=acceleration.describe(), make_env=make,
                     agent=agent, learner=learner, policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio,

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.envs import EnvBase, SerialEnv, TransformedEnv
 
@@ -80,12 +80,12 @@ def _primed_streams(make: EnvFactory, agent: DreamerV3Modules, first_seed: int, 
     return with_primer(make_train_env(make, streams, first_seed), agent)
 
 
-def make_collector(settings: CollectionSettings | DictConfig, make: EnvFactory, env: EnvBase, policy: DreamerV3Policy,
+def make_collector(settings: CollectionSettings, make: EnvFactory, env: EnvBase, policy: DreamerV3Policy,
                    device: torch.device, version: Callable[[], int] | None = None):
     """Sync ``Collector`` over ``env`` (default), a ``MultiSyncCollector`` with one stream per worker, or Ray
     actors (``run.collector=ray``) that get ``policy``'s weights whenever ``version()`` (the update count) moved.
-    ``settings``: the run plan's :class:`CollectionSettings` (a Hydra config is read into them first)."""
-    s = settings if isinstance(settings, CollectionSettings) else CollectionSettings.from_config(settings, device)
+    ``settings``: the run plan's :class:`CollectionSettings`."""
+    s = settings
     frames = s.per_batch
     # The policy's carry comes from make_state_primer, so the collector must not add transforms of its own.
     common = dict(frames_per_batch=frames, total_frames=-1, compact_obs=True, storing_device="cpu",
