@@ -7,7 +7,8 @@ import torch
 
 from torchrl_dreamerv3 import compose_config
 from torchrl_dreamerv3.training.config_checks import ConfigError
-from torchrl_dreamerv3.training.plan import RunPlan, check_resumed_plan, make_plan
+from torchrl_dreamerv3.training.persistence.resume import check_resumed_plan
+from torchrl_dreamerv3.training.plan import RunPlan, make_plan
 
 TINY = ["env=cartpole", "size=debug", "device=cpu"]
 
@@ -74,9 +75,10 @@ def test_a_resumed_plan_must_match_the_saved_one():
 
 
 def test_builders_take_the_plan():
+    from torchrl_dreamerv3.agent.build import make_agent
+    from torchrl_dreamerv3.agent.learner import make_learner
     from torchrl_dreamerv3.envs import make_env
     from torchrl_dreamerv3.replay.buffer import make_replay
-    from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
     plan = make_plan(compose_config([*TINY, "model.deter=16", "slowvalue.rate=0.25", "replay.size=2000", "run.envs=2",
                                      "retnorm.limit=3.0"]))

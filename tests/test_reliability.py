@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.functional.distributions import sample_unimix_onehot
-from torchrl_dreamerv3.training.config_checks import RULES, check_config, check_resumed_model_size
+from torchrl_dreamerv3.training.config_checks import RULES, check_config
+from torchrl_dreamerv3.training.persistence.resume import check_resumed_model_size
 from torchrl_dreamerv3.training.guards import NonFiniteError, check_finite
 from torchrl_dreamerv3.training.reporting.logging import cut_episodes_csv, wandb_resume_kwargs
 from torchrl_dreamerv3.training.collection.ratio import TrainRatio

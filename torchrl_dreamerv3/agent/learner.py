@@ -16,10 +16,10 @@ from torchrl.objectives import HardUpdate, SoftUpdate
 
 from ..modules import DreamerV3Modules
 from ..optim import GroupAdam, LaProp
-from ..replay import split_context
+from ..replay.context import split_context
 from .generations import GRAD_HEADS, GenerationSpec, get_generation
 
-__all__ = ["DreamerLearner", "DreamerV3Learner", "GRAD_HEADS", "agent_keys_for"]
+__all__ = ["DreamerLearner", "DreamerV3Learner", "GRAD_HEADS", "agent_keys_for", "make_learner"]
 
 _LOSS_GROUPS = ("world_model", "actor", "value")
 
@@ -204,6 +204,18 @@ class DreamerLearner(nn.Module):
     def _update_slow_critic(self) -> None:
         if self.slow_critic is not None:
             self.slow_critic.step()
+
+
+def make_learner(plan, agent: DreamerV3Modules) -> DreamerLearner:
+    """The learner of a run plan's generation (``plan.generation``, ``plan.switches``), its losses, optimiser and
+    return normaliser set from ``plan.losses`` (:class:`~.settings.LossSettings`)."""
+    spec, switches, settings = plan.generation, plan.switches, plan.losses
+    learner = DreamerLearner(agent, loss_kwargs=spec.loss_config(settings, agent, switches),
+                             opt_kwargs=dict(settings.opt), slow_rate=settings.slow_rate, generation=spec,
+                             hard_interval=switches.get("hard_interval", 100))
+    r, normalizer = settings.retnorm, learner.actor_loss.normalizer
+    normalizer.rate, normalizer.limit, normalizer.perclo, normalizer.perchi = r["rate"], r["limit"], r["perclo"], r["perchi"]
+    return learner
 
 
 #: The name from before the learner trained every generation; kept for users' imports.

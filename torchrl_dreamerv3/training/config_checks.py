@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .persistence.checkpoint import list_checkpoints
-from .reporting.logging import BACKENDS
+from .reporting import BACKENDS
 
 __all__ = ["ConfigError", "check_config", "check_resumed_model_size", "config_problems", "RULES"]
 
@@ -187,13 +187,3 @@ def check_config(cfg: DictConfig) -> None:
     problems = config_problems(cfg)
     if problems:
         raise ConfigError(problems)
-
-
-def check_resumed_model_size(size: str, checkpoint_meta: dict) -> None:
-    """``size``: this run's *resolved* model size (``setup.resolve_size``); the checkpoint's ``meta["model_size"]``
-    was resolved the same way when it was saved. ``size=auto`` resolves per device kind, so comparing the
-    written ``model.size`` would let ``auto`` on a GPU continue a CPU run and fail inside ``load_state_dict``."""
-    saved = checkpoint_meta.get("model_size")
-    if saved is not None and saved != size:
-        raise ValueError(f"resume: the run was trained with model size {saved!r}, this config resolves to {size!r}"
-                         f" (model.size=auto picks by device); pass size={saved} to continue it")

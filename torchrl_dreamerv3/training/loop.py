@@ -23,14 +23,17 @@ from .collection.environment import EnvFactory, make_eval_env
 from .compute.distributed import shutdown_distributed
 from .evaluation import evaluate
 from .guards import check_finite
+from ..envs import FLAG_KEYS
 from .persistence.checkpoint import save_checkpoint
 from .plan import RunPlan, as_plan
 from .reporting.report import open_loop_report
 from .run import Run, start_run
-from .setup import REPLAY_KEYS
 from .signals import StopRequest
 
-__all__ = ["train"]
+__all__ = ["train", "REPLAY_KEYS"]
+
+#: What a replay row keeps besides the observations (each frame once: no ("next", obs)).
+REPLAY_KEYS = ("action", "deter", "stoch", *FLAG_KEYS, ("next", "reward"), ("collector", "traj_ids"))
 
 
 def train(cfg: DictConfig | RunPlan, env_fn: EnvFactory | None = None,
@@ -57,8 +60,9 @@ def train(cfg: DictConfig | RunPlan, env_fn: EnvFactory | None = None,
                 log_progress(run)
                 report_open_loop(run)
                 evaluate_on_cadence(run)
-                stopping, done = _should_stop(run, stop), not owed and run.collection.finished
-                if stopping or done or _save_due(run):
+                # under torchrun every rank must take the same decision at the same round (dp.any)
+                stopping, done = run.dp.any(stop.requested), not owed and run.collection.finished
+                if stopping or done or run.dp.any(time.time() - run.clock["save"] >= run.plan.loop.save_every):
                     save(run)
                 if stopping or done:
                     break
@@ -73,14 +77,6 @@ def add_to_replay(run: Run, batch: TensorDictBase) -> None:
     before anything is stored, so the replay (and its checkpoints) stays clean."""
     check_finite(batch, [*run.agent.obs_keys, ("next", "reward")], run.collection.env_steps - batch.numel())
     run.replay.extend(batch.select(*run.agent.obs_keys, *REPLAY_KEYS))
-
-
-def _should_stop(run: Run, stop: StopRequest) -> bool:
-    return run.dp.any(stop.requested)  # under torchrun every rank decides the same at the same round
-
-
-def _save_due(run: Run) -> bool:
-    return run.dp.any(time.time() - run.clock["save"] >= run.plan.loop.save_every)
 
 
 def _shutdown_after_error(run: Run) -> None:

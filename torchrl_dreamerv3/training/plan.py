@@ -5,8 +5,8 @@
 preset, precision and compile, the replay and collection settings). It raises one
 :class:`~.config_checks.ConfigError` naming every bad value, or returns a frozen :class:`RunPlan`. The
 builders (``setup.make_agent`` / ``make_learner``, ``make_replay``, ``make_collector``) and the loop read
-the plan, not the config. A resumed run compares its plan's :meth:`RunPlan.identity` with the one its
-checkpoint saved (:func:`check_resumed_plan`).
+the plan, not the config. A resumed run compares its plan's ``identity`` with the one its checkpoint saved
+(:func:`~.persistence.resume.check_resumable`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .collection.settings import CollectionSettings
 from .compute.acceleration import Acceleration
 from .config_checks import ConfigError, config_problems
 
-__all__ = ["LoopSettings", "RunPlan", "make_plan", "as_plan", "check_resumed_plan", "resolve_device", "resolve_size",
+__all__ = ["LoopSettings", "RunPlan", "make_plan", "as_plan", "resolve_device", "resolve_size",
            "use_parallel"]
 
 
@@ -105,7 +105,7 @@ class RunPlan:
     env_name: str
     logdir: Path
     resume: str | None
-    identity: Mapping  # what a resumed run must share with the run it continues (see _identity)
+    identity: Mapping  # what a resumed run must share with the run it continues (see make_plan)
     hparams: Mapping  # the whole config, resolved: logged and saved once
 
 
@@ -126,11 +126,12 @@ def _loop(cfg: DictConfig) -> LoopSettings:
                         logger_backend=logger.backend, wandb=frozen(logger.wandb) if "wandb" in logger else None)
 
 
-def _losses(cfg: DictConfig, opt_section: str) -> LossSettings:
+def _losses(cfg: DictConfig) -> LossSettings:
+    """The loss settings; ``opt`` is the LaProp section until the generation names its own."""
     return LossSettings(scales=frozen(cfg.loss_scales), free_nats=cfg.free_nats, horizon=cfg.horizon,
                         imag_length=cfg.imag_length, imag_lam=cfg.imag_loss.lam, actent=cfg.imag_loss.actent,
                         slowreg=cfg.imag_loss.slowreg, repl_lam=cfg.repl_loss.lam, slow_rate=cfg.slowvalue.rate,
-                        retnorm=frozen(cfg.retnorm), opt=frozen(cfg[opt_section]))
+                        retnorm=frozen(cfg.retnorm), opt=frozen(cfg.opt))
 
 
 def _replay(cfg: DictConfig, cuda: bool) -> ReplaySettings:
@@ -185,28 +186,28 @@ def _settings(cfg: DictConfig, device: torch.device | None, problems: list[str],
         except (ValueError, TypeError) as error:
             problems.append(str(error))
 
+    parts.update(env=frozen(cfg.env), logdir=_logdir(cfg), hparams=frozen(cfg))
     attempt("device", lambda: resolve_device(cfg.device) if device is None else device)
-    attempt("generation", lambda: resolve_switches(cfg.get("algo")))
     if "device" in parts:
         attempt("size", lambda: resolve_size(cfg.model.size, parts["device"]))
-        attempt("compute", lambda: Acceleration.from_config(cfg, parts["device"]))
-    if "size" in parts and "generation" in parts:
-        attempt("model", lambda: parts["generation"][0].model(parts["size"][0], _model_overrides(cfg)))
     if typed and "device" in parts:
         attempt("loop", lambda: _loop(cfg))
         attempt("replay", lambda: _replay(cfg, parts["device"].type == "cuda"))
         attempt("collection", lambda: _collection(cfg, parts["device"]))
-        if "generation" in parts:
-            attempt("losses", lambda: _losses(cfg, parts["generation"][0].opt_section))
+        attempt("losses", lambda: _losses(cfg))
+    overrides = _model_overrides(cfg)
+    # what the generation's registry entry and the compute settings resolve
+    attempt("generation", lambda: resolve_switches(cfg.get("algo")))
+    if "generation" in parts:
+        spec = parts["generation"][0]
+        if "size" in parts:
+            attempt("model", lambda: spec.model(parts["size"][0], overrides))
+        if "losses" in parts:  # the generation's optimiser section: opt (LaProp) or opt3 (three Adams)
+            opt = MappingProxyType(OmegaConf.to_container(cfg[spec.opt_section], resolve=True))
+            parts["losses"] = dataclasses.replace(parts["losses"], opt=opt)
+    if "device" in parts:
+        attempt("compute", lambda: Acceleration.from_config(cfg, parts["device"]))
     return parts
-
-
-def _identity(env: Mapping, model: ModelConfig, generation: str, replay: ReplaySettings) -> Mapping:
-    """What a resumed run must share with the run it continues (JSON-able): what shapes the networks (env,
-    resolved model, generation), the replay rows and the windows the checkpoint was trained on."""
-    ident = dict(env=dict(env), model=dataclasses.asdict(model), generation=generation, batch_size=replay.batch_size,
-                 batch_length=replay.batch_length, replay_context=replay.slice_len - replay.batch_length)
-    return MappingProxyType(json.loads(json.dumps(ident, default=str)))
 
 
 def make_plan(cfg: DictConfig, device: torch.device | None = None) -> RunPlan:
@@ -216,39 +217,23 @@ def make_plan(cfg: DictConfig, device: torch.device | None = None) -> RunPlan:
     parts = _settings(cfg, device, problems, typed=not problems)
     if problems:
         raise ConfigError(problems)
-    (spec, switches), (size, note) = parts["generation"], parts["size"]
+    (spec, switches), (size, note), env, replay = parts["generation"], parts["size"], parts["env"], parts["replay"]
     if spec.name != "dreamerv3":  # one size per earlier generation; size presets only shrink it
         size, note = f"{spec.name} preset" + ("" if cfg.model.size == "auto" else f" with size={cfg.model.size}"), None
     noise = (cfg.get("algo") or {}).get("expl_noise", spec.expl_noise)
-    env = frozen(cfg.env)
+    # what a resumed run must share with the run it continues (JSON-able): what shapes the networks (env,
+    # resolved model, generation), the replay rows and the windows the checkpoint was trained on
+    identity = dict(env=dict(env), model=dataclasses.asdict(parts["model"]), generation=spec.name,
+                    batch_size=replay.batch_size, batch_length=replay.batch_length,
+                    replay_context=replay.slice_len - replay.batch_length)
     return RunPlan(seed=int(cfg.seed), threads=int(cfg.threads or 0), device=parts["device"], model_size=size,
                    size_note=note, model=parts["model"], generation=dataclasses.replace(spec, expl_noise=float(noise)),
-                   switches=MappingProxyType(dict(switches)), losses=parts["losses"], replay=parts["replay"],
+                   switches=MappingProxyType(dict(switches)), losses=parts["losses"], replay=replay,
                    collection=parts["collection"], compute=parts["compute"], loop=parts["loop"], env=env,
-                   env_name=str(env.get("name", "custom")), logdir=_logdir(cfg), resume=cfg.resume or None,
-                   identity=_identity(env, parts["model"], spec.name, parts["replay"]), hparams=frozen(cfg))
+                   env_name=str(env.get("name", "custom")), logdir=parts["logdir"], resume=cfg.resume or None,
+                   identity=MappingProxyType(json.loads(json.dumps(identity, default=str))), hparams=parts["hparams"])
 
 
 def as_plan(plan_or_cfg: RunPlan | DictConfig, device: torch.device | None = None) -> RunPlan:
     """``plan_or_cfg`` itself when it is a plan, else the plan of that config (for callers that hold one)."""
     return plan_or_cfg if isinstance(plan_or_cfg, RunPlan) else make_plan(plan_or_cfg, device)
-
-
-def _flat(node, prefix: str) -> dict:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else key).items()}
-
-
-def check_resumed_plan(plan: RunPlan, saved: dict) -> None:
-    """Fails, naming each differing entry, when ``plan`` cannot continue the run whose checkpoint saved the
-    identity ``saved`` (``RunPlan.identity``); a mismatch would otherwise surface as a shape error deep
-    inside ``load_state_dict``, or not at all (a switch, a loss setting of the generation)."""
-    now, then = _flat(dict(plan.identity), ""), _flat(saved, "")
-    differing = [f"{k}={now.get(k)!r} (the run has {then.get(k)!r})" for k in sorted(set(now) | set(then))
-                 if now.get(k) != then.get(k)]
-    if differing:
-        raise ValueError(
-            "resume: this config cannot continue the saved run; differing settings: " + "; ".join(differing)
-            + ". Pass the run's own overrides again, or start from its saved config: "
-            "python examples/dreamerv3_atari.py --config-path <run dir, absolute> --config-name config resume=<run dir>")

@@ -1,35 +1,37 @@
 """Everything a training run holds, built from its plan in one place (the ``make_*`` of a sota script)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import tqdm
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from tensordict.nn import TensorDictModuleBase
 
+if TYPE_CHECKING:  # the plan is built by the loop (plan.make_plan); here it is only read
+    from .plan import RunPlan
+
+from ..agent.build import make_agent, unbatched_action_spec
+from ..agent.learner import DreamerLearner, make_learner
 from ..envs.any_env import model_observation_keys
 from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
-from .persistence.checkpoint import load_checkpoint, read_info
-from .compute.acceleration import accelerate
-from .config_checks import check_resumed_model_size
-from .compute.distributed import DataParallel, init_distributed, rank_seed
-from .collection.environment import EnvFactory, env_factory, make_collector, make_train_env
-from ..agent.learner import DreamerLearner
-from .reporting.logging import MetricLogger, MetricMean, cut_episodes_csv, make_logger, wandb_resume_kwargs
-from .collection.parallel import ParallelCollection
-from .collection.sync import SyncCollection
-from .reporting.progress import Progress
-from .collection.ratio import TrainRatio
 from ..replay.buffer import make_replay
 from ..replay.io import replay_feature_spec
+from .collection.environment import EnvFactory, env_factory, make_collector, make_train_env
+from .collection.parallel import ParallelCollection
+from .collection.ratio import TrainRatio
+from .collection.sync import SyncCollection
+from .compute.acceleration import accelerate
+from .compute.distributed import DataParallel, join_ranks, rank_seed
+from .persistence.checkpoint import load_checkpoint
+from .persistence.resume import check_resumable
 from .persistence.run_lock import RunLock
-from .plan import RunPlan, as_plan, check_resumed_plan
-from .setup import check_resume_config, make_agent, make_learner, unbatched_action_spec
+from .reporting.logging import MetricLogger, MetricMean, cut_episodes_csv, make_logger, wandb_resume_kwargs
+from .reporting.progress import Progress
 
 __all__ = ["Run", "start_run"]
 
@@ -53,6 +55,7 @@ class Run:
     logger: MetricLogger
     collector: object = None
     collection: SyncCollection | None = None
+    action_spec: object = None  # one env's (for the prefill's random actions)
     progress: Progress | None = None
     counters: dict = field(default_factory=lambda: dict(env_steps=0, updates=0, episodes=0))
     prefill: int = 0
@@ -71,31 +74,28 @@ class Run:
         return self.plan.device
 
 
-def _make_logger(plan: RunPlan, logdir: Path, main: bool) -> MetricLogger:
-    if not main:  # under torchrun only rank 0 writes logs, episodes.csv and plots
-        return MetricLogger(None, run_dir=None)
-    backend, wandb_kwargs = plan.loop.logger_backend, plan.loop.wandb and dict(plan.loop.wandb)
-    if backend == "wandb":  # a resumed run continues its own wandb run
-        wandb_kwargs = {**(wandb_kwargs or {}), **wandb_resume_kwargs(logdir)}
-    return MetricLogger(make_logger(backend, str(logdir), "dreamerv3", wandb_kwargs), run_dir=str(logdir))
-
-
-def _build(plan: RunPlan, logdir: Path, lock: RunLock | None, dp: DataParallel, make: EnvFactory,
+def _build(plan: RunPlan, logdir: Path, lock: RunLock | None, dp: DataParallel, env_fn: EnvFactory | None,
            behaviour_actor: TensorDictModuleBase | None):
+    make = env_factory(plan, env_fn)
     env = make_train_env(make, plan.collection.envs, dp.env_seed(plan.seed))  # ranks collect on seeds of their own
     agent = make_agent(plan, env, plan.device)
     learner = make_learner(plan, agent)
     policy = DreamerV3Policy(agent, expl_noise=plan.generation.expl_noise, actor=behaviour_actor)  # V1: additive noise
     eval_policy = DreamerV3Policy(agent)  # the agent's own actor, without exploration noise
-    acceleration = accelerate(learner, plan.compute, policies=(policy, eval_policy))
+    compute = accelerate(learner, plan.compute, policies=(policy, eval_policy)).describe()
     replay = make_replay(plan.replay, scratch_dir=str(logdir / ("replay_memmap" + (f"_rank{dp.rank}" if dp.rank else ""))))
     # Each rank runs the ratio on its own env steps with its own batch: with every rank collecting the same
     # steps per round, that is the reference's ratio over the global steps and global batch (N x B).
     ratio = TrainRatio(plan.collection.train_ratio, plan.replay.batch_size, plan.replay.batch_length)
-    logger = _make_logger(plan, logdir, dp.is_main)
-    return env, Run(plan=plan, logdir=logdir, lock=lock, dp=dp, compute=acceleration.describe(), make_env=make,
+    logger = MetricLogger(None, run_dir=None)  # under torchrun only rank 0 writes logs, episodes.csv and plots
+    if dp.is_main:
+        backend, wandb_kwargs = plan.loop.logger_backend, plan.loop.wandb and dict(plan.loop.wandb)
+        if backend == "wandb":  # a resumed run continues its own wandb run
+            wandb_kwargs = {**(wandb_kwargs or {}), **wandb_resume_kwargs(logdir)}
+        logger = MetricLogger(make_logger(backend, str(logdir), "dreamerv3", wandb_kwargs), run_dir=str(logdir))
+    return env, Run(plan=plan, logdir=logdir, lock=lock, dp=dp, compute=compute, make_env=make,
                     agent=agent, learner=learner, policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio,
-                    logger=logger)
+                    logger=logger, action_spec=unbatched_action_spec(env))
 
 
 def _resume(run: Run, env) -> None:
@@ -115,18 +115,6 @@ def _resume(run: Run, env) -> None:
     run.logger.plot_returns(title=f"DreamerV3 {run.plan.env_name}")
 
 
-def _check_resume(plan: RunPlan, logdir: Path) -> None:
-    """A resumed run continues only a run of the same plan identity (saved in its checkpoints); a checkpoint
-    from before the plan: the run's config.yaml and resolved model size instead."""
-    meta = read_info(plan.resume)["meta"]
-    if "plan" in meta:
-        check_resumed_plan(plan, meta["plan"])
-        return
-    if (logdir / "config.yaml").is_file():  # before it is overwritten with this config
-        check_resume_config(OmegaConf.create(dict(plan.hparams)), OmegaConf.load(logdir / "config.yaml"))
-    check_resumed_model_size(plan.model_size, meta)
-
-
 def _start_prefill(run: Run, env) -> None:
     """DreamerV1/V2: a uniformly random agent fills the replay first; training waits for it."""
     c = run.plan.collection
@@ -135,7 +123,7 @@ def _start_prefill(run: Run, env) -> None:
     if remaining > 0:
         copies = dict(sync=1, multisync=c.envs, ray=c.ray_workers)
         per_copy = -(-remaining // copies[c.collector])  # each policy copy (one per worker) counts its rows
-        run.policy.actor = PrefillActor(run.policy.actor, unbatched_action_spec(env), per_copy, run.agent.keys.action)
+        run.policy.actor = PrefillActor(run.policy.actor, run.action_spec, per_copy, run.agent.keys.action)
         tqdm.tqdm.write(f"prefill: {remaining} env steps of a uniformly random agent before training (run.prefill)")
 
 
@@ -173,48 +161,27 @@ def _make_collection(run: Run) -> SyncCollection:
     return SyncCollection(run.collector, run.ratio, **kwargs)
 
 
-def _check_distributed(plan: RunPlan, dp: DataParallel) -> None:
-    """What the data-parallel path does not support yet, refused before anything is built."""
-    if dp.world_size == 1:
-        return
-    if plan.collection.async_collect is True:
-        raise ValueError("run.async_collect=true is not supported under torchrun yet: every rank must collect the "
-                         "same env steps per round (use run.async_collect=false or auto)")
-    if plan.collection.collector == "ray":
-        raise ValueError("run.collector=ray is not supported under torchrun: every rank would start its own Ray "
-                         "workers; use one learner process with run.collector=ray, or torchrun with sync/multisync")
-    if plan.loop.checkpoint_replay:
-        raise ValueError("checkpoint.replay=true is not supported under torchrun yet (each rank's replay shard "
-                         "would need saving); resume refills the replays instead")
-
-
 _SPEED_HINT = ("Faster: size=debug, a smaller run.train_ratio, or a GPU; the paper's setting: size=size200m on a GPU.")
 
 
-def start_run(plan: RunPlan | DictConfig, env_fn: EnvFactory | None = None,
+def start_run(plan: RunPlan, env_fn: EnvFactory | None = None,
               behaviour_actor: TensorDictModuleBase | None = None) -> Run:
-    """Builds env, agent, learner, replay, logger and collector from ``plan`` (a config: its plan is made
-    first, validating every setting), resuming if asked."""
-    plan = as_plan(plan)
-    ctx = init_distributed(plan.device)  # no-op without torchrun
-    dp = DataParallel(ctx)
-    if ctx.enabled:  # the rank's own cuda:<LOCAL_RANK>
-        plan = dataclasses.replace(plan, device=ctx.device)
-    _check_distributed(plan, dp)
+    """Builds env, agent, learner, replay, logger and collector from ``plan`` (:func:`~.plan.make_plan`), resuming
+    if asked."""
+    dp, plan = join_ranks(plan)  # under torchrun: this rank's device, rank 0's logdir; else nothing to join
     torch.manual_seed(plan.seed)  # the same initial weights on every rank
     if plan.threads:
         torch.set_num_threads(plan.threads)
-    logdir = dp.from_main(plan.logdir)  # ${now:...} in logdir resolves per process: rank 0's wins
     if plan.resume:
-        _check_resume(plan, logdir)
+        check_resumable(plan, plan.logdir)  # before this run's config overwrites the saved one
     lock = None
     if dp.is_main:
-        logdir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(logdir).acquire()  # one process per run directory; the kernel drops it if the process dies
-        OmegaConf.save(OmegaConf.create(dict(plan.hparams)), logdir / "config.yaml")
+        plan.logdir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(plan.logdir).acquire()  # one process per run directory; the kernel drops it if the process dies
+        OmegaConf.save(OmegaConf.create(dict(plan.hparams)), plan.logdir / "config.yaml")
     dp.barrier()
 
-    env, run = _build(plan, logdir, lock, dp, env_factory(plan, env_fn), behaviour_actor)
+    env, run = _build(plan, plan.logdir, lock, dp, env_fn, behaviour_actor)
     # image observations (C, H, W), from the env spec: the encoder may be user-supplied
     spec = env.observation_spec
     run.image_keys = [k for k in model_observation_keys(env) if len(spec[k].shape) - len(env.batch_size) == 3]

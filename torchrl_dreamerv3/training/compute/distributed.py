@@ -20,6 +20,8 @@ it is broadcast from rank 0 once (:meth:`DataParallel.attach`), and checked with
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import warnings
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from .collectives import (
 __all__ = [  # the collectives are re-exported: one import for the loop
     "DistContext", "init_distributed", "shutdown_distributed", "is_main_process", "rank_seed",
     "GradSync", "GatheredReturnNormalizer", "all_gather_flat", "DataParallel", "fingerprint", "global_mean",
-    "broadcast_state",
+    "broadcast_state", "check_supported", "join_ranks",
 ]
 
 #: Env seeds of rank ``r`` start at ``seed + r * RANK_SEED_STRIDE``: far apart from the ``run.envs``
@@ -218,6 +220,32 @@ class DataParallel:
         seen = [None] * self.world_size
         dist.all_gather_object(seen, fingerprint(*states))
         return len(set(seen)) == 1
+
+
+def check_supported(plan, world_size: int) -> None:
+    """What the data-parallel path does not support yet (``plan``: a run plan), refused before anything is built."""
+    if world_size == 1:
+        return
+    if plan.collection.async_collect is True:
+        raise ValueError("run.async_collect=true is not supported under torchrun yet: every rank must collect the "
+                         "same env steps per round (use run.async_collect=false or auto)")
+    if plan.collection.collector == "ray":
+        raise ValueError("run.collector=ray is not supported under torchrun: every rank would start its own Ray "
+                         "workers; use one learner process with run.collector=ray, or torchrun with sync/multisync")
+    if plan.loop.checkpoint_replay:
+        raise ValueError("checkpoint.replay=true is not supported under torchrun yet (each rank's replay shard "
+                         "would need saving); resume refills the replays instead")
+
+
+def join_ranks(plan):
+    """Joins torchrun's process group (nothing to join in a plain run) for a run ``plan``; returns ``(dp, plan)``,
+    the plan on this rank's device with rank 0's ``logdir`` (``${now:...}`` resolves per process)."""
+    ctx = init_distributed(plan.device)
+    dp = DataParallel(ctx)
+    check_supported(plan, dp.world_size)
+    if not ctx.enabled:
+        return dp, plan
+    return dp, dataclasses.replace(plan, device=ctx.device, logdir=dp.from_main(plan.logdir))
 
 
 def _warn_batch_mean_clamp(learner) -> None:

@@ -32,12 +32,12 @@ from collections.abc import Mapping
 
 import torch
 
+from . import BACKENDS
 from .report import plot_returns, save_gif
 
 __all__ = ["BACKENDS", "make_logger", "make_metric_logger", "MetricLogger", "MetricMean", "cut_episodes_csv",
            "wandb_resume_kwargs"]
 
-BACKENDS = ("csv", "tensorboard", "wandb", "none")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 

@@ -20,7 +20,7 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
 from ...modules import DreamerV3Modules
-from ...replay import split_context
+from ...replay.context import split_context
 from .plots import bin_runs, plot_curves, plot_returns, read_returns_csv
 
 __all__ = ["open_loop_report", "open_loop_video", "openloop_mse", "save_gif", "plot_returns", "plot_curves",
