@@ -156,14 +156,7 @@ def _compile_agent(agent: nn.Module, acc: Acceleration) -> None:
     kwargs = dict(dynamic=False, backend=acc.backend)
     if acc.backend == "inductor":
         kwargs["mode"] = acc.mode
-    rssm = agent.rssm
-    if not getattr(rssm, "_compiled", False):
-        # Instance attributes shadow the methods, so every caller (observe loop, imagination, acting)
-        # goes through the compiled step; the weights are hoisted by step_weights() outside of it.
-        rssm.core.step = torch.compile(rssm.core.step, **kwargs)
-        rssm.prior = torch.compile(rssm.prior, **kwargs)
-        rssm.post_out.compile(**kwargs)
-        rssm._compiled = True
+    agent.rssm.compile_steps(**kwargs)  # the recurrent step, prior and posterior head: once per RSSM
     for module in _compiled_pieces(agent):
         if getattr(module, "_compiled_call_impl", None) is None:
             module.compile(**kwargs)
