@@ -63,7 +63,7 @@ def test_collect_train_and_write_back(parallel):
             if not owed and collection.finished:
                 break
             with collection.pause():
-                for batch in collection.receive(timeout=0):
+                for batch in collection.take_collected():
                     write(batch)
                 assert len(replay) == collection.env_steps == collection.collected
     collector.shutdown()

@@ -111,7 +111,8 @@ def test_pause_is_a_consistent_cut(parallel):
             owed = due(collection, rows, timeout=1.0)
             collection.update_done(min(owed, 1))  # an interrupted round: some granted updates left undone
             with collection.pause():
-                store(collection, rows, timeout=0)  # the batches collected before the cut
+                for batch in collection.take_collected():  # the batches collected before the cut, none collected now
+                    rows.write(batch)
                 before = (rows.rows, collection.env_steps, collection.collected)
                 time.sleep(0.01)  # the collector must not write meanwhile
                 assert before == (rows.rows, collection.env_steps, collection.collected)
@@ -231,7 +232,8 @@ def test_rounds_are_capped_and_the_rest_stays_owed():
             time.sleep(0.01 * owed)  # a slow learner: the collector is ahead at (nearly) every call
             collection.update_done(owed)
         with collection.pause():
-            store(collection, rows, timeout=0)  # the batches collected before the cut
+            for batch in collection.take_collected():  # the batches collected before the cut
+                rows.write(batch)
             owed_at_cut = int((collection.env_steps - collection.ratio.prev) * collection.ratio.ratio)
             steps, updates = collection.env_steps, collection.updates
     assert max(grants) == 3 and grants.count(3) > 5
@@ -258,3 +260,19 @@ def test_max_ahead_auto_is_four_batches_or_two_updates():
     assert max_ahead("auto", 32, 16, 64, envs=16) == 1024  # Atari: 4 x 256 steps
     assert max_ahead("auto", 4, 16, 64) == 512  # 1 update per 256 steps: 2 updates' worth
     assert max_ahead(100, 256, 16, 32) == 100
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_the_cut_takes_what_was_collected_and_collects_nothing(parallel):
+    rows = Rows()
+    rows.collection = collection = (ParallelCollection(fake_collector(), Ratio(), max_ahead=16) if parallel
+                                    else SyncCollection(fake_collector(), Ratio()))
+    with collection:
+        due(collection, rows, timeout=1.0)
+        with collection.pause():
+            for batch in collection.take_collected():
+                rows.write(batch)
+            assert list(collection.take_collected()) == []  # nothing new while paused (sync: never a new batch)
+            assert rows.rows == collection.env_steps == collection.collected
+            if not parallel:
+                assert collection.collected == FRAMES  # the one batch receive() collected

@@ -163,7 +163,7 @@ def save(run: Run) -> None:
     """A consistent cut: collection paused, so replay rows == env steps counted and the ratio matches."""
     plan = run.plan
     with run.collection.pause():
-        for batch in run.collection.receive(timeout=0):  # what the collector thread gathered before the cut
+        for batch in run.collection.take_collected():  # what the collector thread gathered before the cut
             add_to_replay(run, batch)
         record_episodes(run)
         if run.dp.is_main:  # the other ranks hold the same learner state (under torchrun)

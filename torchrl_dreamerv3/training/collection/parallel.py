@@ -43,7 +43,7 @@ class ParallelCollection(SyncCollection):
     the rest stays owed to the next call.
 
     ``pause()`` waits for the batch in flight to reach the inbox and holds the thread there, and returns
-    granted but unfinished updates to the ratio: once the caller has received the inbox inside it, replay
+    granted but unfinished updates to the ratio: once the caller has taken the inbox inside it (``take_collected``), replay
     rows == ``env_steps`` and the ratio's state matches ``updates``, a consistent cut for a checkpoint.
     """
 
@@ -123,7 +123,11 @@ class ParallelCollection(SyncCollection):
             self._raise_if_failed()
             if not self._inbox and not self._thread_done and not self._owes():
                 self._cond.wait(timeout)
-                self._raise_if_failed()
+        return self.take_collected()
+
+    def take_collected(self) -> Iterator[TensorDictBase]:
+        with self._cond:
+            self._raise_if_failed()
             batches, self._inbox = self._inbox, []
         return self._hand_over(batches)
 

@@ -13,7 +13,7 @@ The loop drives every collection (this one and :class:`~.parallel.ParallelCollec
             if not owed and collection.finished:       # total_steps collected and every update done
                 break
             with collection.pause():                   # consistent cut for a checkpoint
-                for batch in collection.receive(timeout=0): replay.extend(batch)
+                for batch in collection.take_collected(): replay.extend(batch)  # parallel: the inbox
                 save(...)
 
 Batches come out as ``(envs, time)``; the collection counts their env steps and the episodes that end in
@@ -84,6 +84,11 @@ class SyncCollection:
         batch = self._as_streams(next(self._iterator))
         self.collected += batch.numel()
         return self._hand_over([batch])
+
+    def take_collected(self) -> Iterator[TensorDictBase]:
+        """The batches already collected and not handed over yet, without collecting (sync: none; parallel: the
+        collector thread's inbox), counted like :meth:`receive`'s."""
+        return iter(())
 
     @property
     def finished(self) -> bool:
