@@ -1,8 +1,8 @@
 """The training loop of every run, read top to bottom in :func:`train`; one iteration is::
 
-    batches = run.collection.receive()        # 1. collect: sync steps the envs for one batch now; parallel
+    for batch in run.collection.receive():    # 1. collect: sync steps the envs for one batch now; parallel
                                               #    takes what the collector thread gathered meanwhile
-    add_to_replay(run, batch)                 # 2. each batch into the replay (NaN-checked first)
+        add_to_replay(run, batch)             # 2. each batch into the replay (NaN-checked first)
     for each update the train ratio owes:     # 3. collection.updates_due(): the ratio, on the steps stored
         train_step(run)                       # 4. sample a window, learner.update, write the latents back
     record_episodes, log, report, evaluate, checkpoint   # each on its own cadence
@@ -19,11 +19,11 @@ from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
+from ..envs import FLAG_KEYS
 from .collection.environment import EnvFactory, make_eval_env
 from .compute.distributed import shutdown_distributed
 from .evaluation import evaluate
 from .guards import check_finite
-from ..envs import FLAG_KEYS
 from .persistence.checkpoint import save_checkpoint
 from .plan import RunPlan, as_plan
 from .reporting.report import open_loop_report

@@ -4,8 +4,8 @@
 :mod:`.config_checks`, plus what only resolving finds (the generation's ``algo.*`` switches, the model
 preset, precision and compile, the replay and collection settings). It raises one
 :class:`~.config_checks.ConfigError` naming every bad value, or returns a frozen :class:`RunPlan`. The
-builders (``setup.make_agent`` / ``make_learner``, ``make_replay``, ``make_collector``) and the loop read
-the plan, not the config. A resumed run compares its plan's ``identity`` with the one its checkpoint saved
+builders (``agent.build.make_agent``, ``agent.learner.make_learner``, ``make_replay``, ``make_collector``)
+and the loop read the plan, not the config. A resumed run compares its plan's ``identity`` with the one its checkpoint saved
 (:func:`~.persistence.resume.check_resumable`).
 """
 from __future__ import annotations
