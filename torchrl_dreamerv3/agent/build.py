@@ -29,4 +29,5 @@ def unbatched_action_spec(env: EnvBase):
 
 def make_agent(plan, env: EnvBase, device: torch.device | None = None) -> DreamerV3Modules:
     """The plan's model (``plan.model``) for ``env``'s observations and actions, on ``device`` (the plan's)."""
-    return make_dreamer(observation_shapes(env), unbatched_action_spec(env), plan.model).to(device or plan.device)
+    action_spec = unbatched_action_spec(env)
+    return make_dreamer(observation_shapes(env), action_spec, plan.model).to(device or plan.device)

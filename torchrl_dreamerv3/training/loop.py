@@ -3,8 +3,8 @@
     for batch in run.collection.receive():    # 1. collect: sync steps the envs for one batch now; parallel
                                               #    takes what the collector thread gathered meanwhile
         add_to_replay(run, batch)             # 2. each batch into the replay (NaN-checked first)
-    for each update the train ratio owes:     # 3. collection.updates_due(): the ratio, on the steps stored
-        train_step(run)                       # 4. sample a window, learner.update, write the latents back
+    for each update the train ratio owes:     # 3. train_at_ratio: collection.updates_due() on the steps stored,
+        sample, update, write back            # 4. then per update: replay.sample -> learner.update -> write_back
     record_episodes, log, report, evaluate, checkpoint   # each on its own cadence
 
 What is built is in :mod:`.run` (from the plan of :mod:`.plan`); the pacing of collection against updates
@@ -89,27 +89,22 @@ def _shutdown_after_error(run: Run) -> None:
 
 
 def train_at_ratio(run: Run, stop: StopRequest) -> int:
-    """Runs the updates the train ratio owes for the env steps stored; a stop request ends the round early,
-    and the updates not run stay owed."""
-    owed = run.collection.updates_due()
+    """Runs the updates the train ratio owes for the env steps stored, each on a replay window whose recomputed
+    posterior latents go back into the replay; a stop request ends the round early, and the updates not run
+    stay owed."""
+    owed, batch_size = run.collection.updates_due(), run.plan.replay.batch_size
     for _ in range(owed):
-        train_step(run)
+        window, info = run.replay.sample(return_info=True)  # (B * (T + 1)) rows; info: where they came from
+        run.metrics, latents = run.learner.update(window.reshape(batch_size, -1).to(run.device))
+        run.replay.write_back(info, latents.reshape(batch_size, -1))  # rows 1..T get the fresh posterior
+        run.metric_mean.add(run.metrics)
+        run.counters["updates"] += 1
         run.collection.update_done()
         if stop.requested and run.dp.world_size == 1:  # ranks stop together, after the round
             break
     if owed:
         run.progress.training_step(run.counters)
     return owed
-
-
-def train_step(run: Run) -> None:
-    """One update on a replay window; the recomputed posterior latents go back into the replay."""
-    batch_size = run.plan.replay.batch_size
-    window, info = run.replay.sample(return_info=True)  # (B * (T + 1)) rows; info: where they came from
-    run.metrics, latents = run.learner.update(window.reshape(batch_size, -1).to(run.device))
-    run.metric_mean.add(run.metrics)
-    run.replay.write_back(info, latents.reshape(batch_size, -1))  # rows 1..T get the fresh posterior
-    run.counters["updates"] += 1
 
 
 def record_episodes(run: Run) -> None:

@@ -78,6 +78,7 @@ def _build(plan: RunPlan, logdir: Path, lock: RunLock | None, dp: DataParallel, 
            behaviour_actor: TensorDictModuleBase | None):
     make = env_factory(plan, env_fn)
     env = make_train_env(make, plan.collection.envs, dp.env_seed(plan.seed))  # ranks collect on seeds of their own
+    action_spec = unbatched_action_spec(env)  # one env's (for the prefill's random actions)
     agent = make_agent(plan, env, plan.device)
     learner = make_learner(plan, agent)
     policy = DreamerV3Policy(agent, expl_noise=plan.generation.expl_noise, actor=behaviour_actor)  # V1: additive noise
@@ -95,7 +96,7 @@ def _build(plan: RunPlan, logdir: Path, lock: RunLock | None, dp: DataParallel, 
         logger = MetricLogger(make_logger(backend, str(logdir), "dreamerv3", wandb_kwargs), run_dir=str(logdir))
     return env, Run(plan=plan, logdir=logdir, lock=lock, dp=dp, compute=compute, make_env=make,
                     agent=agent, learner=learner, policy=policy, eval_policy=eval_policy, replay=replay, ratio=ratio,
-                    logger=logger, action_spec=unbatched_action_spec(env))
+                    logger=logger, action_spec=action_spec)
 
 
 def _resume(run: Run, env) -> None:
