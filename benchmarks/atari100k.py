@@ -46,7 +46,7 @@ from atari_scores import (  # noqa: E402
     game_key,
     human_normalized,
 )
-from torchrl_dreamerv3.training.report import read_returns_csv  # noqa: E402
+from torchrl_dreamerv3.training.reporting.report import read_returns_csv  # noqa: E402
 
 DONE_FILE = "atari100k_run.json"
 STOPPED = re.compile(r"stopped at (\d+) env steps")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from atari_scores import final_score  # noqa: E402
-from torchrl_dreamerv3.training.report import read_returns_csv  # noqa: E402
+from torchrl_dreamerv3.training.reporting.report import read_returns_csv  # noqa: E402
 
 
 def read_random(path: Path) -> list[float]:

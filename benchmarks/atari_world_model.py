@@ -14,7 +14,7 @@ checkpoint was trained on, both collected on an env seeded apart from the run (`
 Each window is ``--length`` steps; its first step is marked ``is_first``, so every model starts from its own
 initial state and the stored latents of the collecting model are not used. The first half is filtered with
 the posterior, the second half is predicted open loop from the recorded actions (the reference's report,
-``training/report.py``). Scores: mean squared per-pixel error (pixels in [0, 1]) and mean squared reward
+``training/reporting/report.py``). Scores: mean squared per-pixel error (pixels in [0, 1]) and mean squared reward
 error (squared env units; the reward head predicts the expected reward), each for the observed (``obs``) and the imagined (``imag``) half. Writes
 ``results/<name>.md`` and ``.csv`` and the final checkpoint's open-loop video per run as a GIF.
 """
@@ -34,11 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from torchrl_dreamerv3.modules.policy import DreamerV3Policy, PrefillActor  # noqa: E402
-from torchrl_dreamerv3.training.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
-from torchrl_dreamerv3.training.environment import env_factory, make_collector, make_train_env  # noqa: E402
-from torchrl_dreamerv3.training.ratio import TrainRatio  # noqa: E402
-from torchrl_dreamerv3.training.replay_buffer import make_stream_replay  # noqa: E402
-from torchrl_dreamerv3.training.report import open_loop_report, save_gif  # noqa: E402
+from torchrl_dreamerv3.training.persistence.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
+from torchrl_dreamerv3.training.collection.environment import env_factory, make_collector, make_train_env  # noqa: E402
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio  # noqa: E402
+from torchrl_dreamerv3.replay.buffer import make_stream_replay  # noqa: E402
+from torchrl_dreamerv3.training.reporting.report import open_loop_report, save_gif  # noqa: E402
+from torchrl_dreamerv3.training.plan import make_plan  # noqa: E402
 from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner, unbatched_action_spec  # noqa: E402
 
 METRICS = ("openl_mse_obs", "openl_mse_imag", "openl_reward_mse_obs", "openl_reward_mse_imag")
@@ -55,7 +56,7 @@ def collect_windows(cfg, agent, *, random_actions: bool, steps: int, windows: in
     if random_actions:
         policy.actor = PrefillActor(policy.actor, unbatched_action_spec(env), steps, agent.keys.action)
     replay = make_stream_replay(capacity=steps, streams=1, slice_len=length + 1, batch_size=windows, online=False)
-    collector = make_collector(sync, make, env, policy, torch.device("cpu"))
+    collector = make_collector(make_plan(sync, torch.device("cpu")).collection, make, env, policy, torch.device("cpu"))
     keys = (*agent.obs_keys, *REPLAY_KEYS)
     for batch in collector:
         replay.extend(batch.select(*keys).unsqueeze(0))  # (streams=1, time)

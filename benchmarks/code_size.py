@@ -1,12 +1,16 @@
-"""Code-size targets of issue 12: DreamerV3's own lines, file sizes, function lengths, generation branches.
+"""Code-size targets of issues 12 and 24: DreamerV3's own lines, file sizes, function lengths, generation
+branches, and the structure of the training glue.
 
-    python benchmarks/code_size.py
+    python benchmarks/code_size.py [--repo DIR]
 
 Prints (1) the lines of DreamerV3's own code: functional + nets + rssm + modules + its three losses with
-what they share + optim + the replay glue, without the files only DreamerV1/V2 use (target <= 2,500);
+what they share + optim + the replay layout, without the files only DreamerV1/V2 use (target <= 2,500);
 (2) the package files over 300 lines (target: none); (3) the functions over 60 lines (target: none);
-(4) the branches on a generation option left in DreamerV3's loss classes (target: 0). Lines are counted
-twice: physical lines (``wc -l``, docstrings and comments included) and code lines (without them).
+(4) the branches on a generation option left in DreamerV3's loss classes (target: 0); (5) the training
+glue's structure (issue 24): its files, their import floors (target <= 6), what ``training/run.py``
+imports, and the files with a function that takes the Hydra config. Lines are counted twice: physical
+lines (``wc -l``, docstrings and comments included) and code lines (without them). ``--repo`` measures
+another checkout (e.g. an older commit unpacked with ``git archive``).
 """
 from __future__ import annotations
 
@@ -15,9 +19,13 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(sys.argv[sys.argv.index("--repo") + 1]).resolve() if "--repo" in sys.argv else Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "torchrl_dreamerv3"
-V3_PARTS = ("functional", "nets", "rssm", "modules", "optim.py", "replay.py")
+V3_PARTS = ("functional", "nets", "rssm", "modules", "optim.py",
+            "replay/context.py" if (PACKAGE / "replay").is_dir() else "replay.py")
+#: The training glue and the packages split out of it (issue 24).
+GLUE = ("training", "agent", "replay")
+FLOOR_TARGET = 6
 #: The loss files of DreamerV3: its three losses and what they share with V1/V2.
 V3_LOSSES = ("objectives/__init__.py", "objectives/common.py", "objectives/imagination.py",
              "objectives/world_model_base.py", "objectives/world_model_loss.py", "objectives/actor_loss.py",
@@ -87,6 +95,75 @@ def generation_branches(path: Path) -> list[str]:
     return found
 
 
+def _imports(path: Path) -> set[Path]:
+    """The package files ``path`` imports (relative and absolute imports of this package, lazy ones too)."""
+    found = set()
+    here = path.parent
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                   for n in ast.walk(block)}  # annotations only: no import at run time
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and id(node) not in typing_only:
+            if node.level:
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.parent
+            elif (node.module or "").startswith(PACKAGE.name):
+                base, node_module = ROOT, node.module
+            else:
+                continue
+            module = base.joinpath(*(node.module or "").split(".")) if node.level else ROOT.joinpath(*node_module.split("."))
+            for alias in node.names:  # ``from .pkg import module`` imports the module itself
+                if (module / f"{alias.name}.py").is_file():
+                    found.add(module / f"{alias.name}.py")
+                elif (module / alias.name / "__init__.py").is_file():
+                    found.add(module / alias.name / "__init__.py")
+            if module.with_suffix(".py").is_file():
+                found.add(module.with_suffix(".py"))
+            elif (module / "__init__.py").is_file():
+                found.add(module / "__init__.py")
+    return found - {path}
+
+
+def glue_structure() -> None:
+    files = sorted(f for part in GLUE if (PACKAGE / part).is_dir() for f in (PACKAGE / part).rglob("*.py"))
+    glue = set(files)
+    deps = {f: _imports(f) & glue for f in files}
+    floors: dict[Path, int] = {}
+
+    def floor(f, seen=()):
+        if f not in floors:
+            if f in seen:  # an import circle: counted once
+                return 0
+            floors[f] = 1 + max((floor(d, (*seen, f)) for d in deps[f]), default=0)
+        return floors[f]
+
+    top = max(floor(f) for f in files)
+    print(f"5. the training glue ({', '.join(p + '/' for p in GLUE if (PACKAGE / p).is_dir())}): {len(files)} files, "
+          f"{sum(lines(f) for f in files)} lines, {top} import floors (target <= {FLOOR_TARGET}), "
+          f"{sum(len(d) for d in deps.values())} imports between them")
+    for level in range(top, 0, -1):
+        names = [str(f.relative_to(PACKAGE)) for f in files if floors[f] == level]
+        print(f"     floor {level}: {', '.join(names)}")
+    run = PACKAGE / "training" / "run.py"
+    siblings = sorted(str(f.relative_to(PACKAGE)) for f in deps.get(run, ()) if f.parent.is_relative_to(run.parent))
+    print(f"   training/run.py imports {len(siblings)} glue files: {', '.join(siblings)}")
+    def hydra_config(arg) -> bool:  # ``cfg`` is also the ModelConfig's name in modules/
+        note = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+        return "DictConfig" in note or (arg.arg == "cfg" and "ModelConfig" not in note and "modules" not in str(f))
+
+    takes_cfg = set()
+    for f in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    hydra_config(a) for a in node.args.args + node.args.kwonlyargs):
+                takes_cfg.add(str(f.relative_to(PACKAGE)))
+    takes_cfg = sorted(takes_cfg)
+    print(f"   files with a function that takes the Hydra config (a DictConfig or `cfg` parameter): {len(takes_cfg)}")
+    print(f"     {', '.join(takes_cfg)}")
+
+
 def main() -> int:
     files = v3_files()
     total = sum(lines(f) for f in files)
@@ -110,6 +187,7 @@ def main() -> int:
     print(f"4. generation branches in DreamerV3's loss classes: {len(branches)} (target 0)")
     for branch in branches:
         print(f"     {branch}")
+    glue_structure()
     return 0
 
 

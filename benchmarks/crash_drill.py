@@ -119,7 +119,7 @@ def _kill_round(run: Path, steps: int, resume: bool, rng: random.Random, extra: 
 
 def owed_updates(steps: int, cfg: dict) -> int:
     """Updates the loop runs for ``steps`` env steps: the ratio's first call once a batch fits, then the ratio."""
-    from torchrl_dreamerv3.training.ratio import TrainRatio
+    from torchrl_dreamerv3.training.collection.ratio import TrainRatio
 
     ratio = TrainRatio(cfg["train_ratio"], cfg["batch_size"], cfg["batch_length"])
     per_round = cfg["envs"] * cfg["steps_per_collect"]

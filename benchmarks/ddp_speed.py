@@ -1,7 +1,7 @@
 """Data-parallel learner throughput: N gloo ranks x 1 thread against 1 process x 1 thread, equal per-rank batch.
 
 Each rank runs ``DreamerV3Learner.update`` on its own synthetic replay window ``(B, T + 1)`` with the
-gradient all-reduce and the all-gathered return percentiles of ``training/distributed.py``
+gradient all-reduce and the all-gathered return percentiles of ``training/compute/distributed.py``
 (communication included). Throughput = trained transitions per second = ranks * B * T * updates / wall
 time, timed between two barriers after ``--warmup`` updates. The last line is ``scaling: X.XX``
 (N-rank throughput over 1-rank throughput; ideal N), and the scaling the all-reduce alone would allow
@@ -30,7 +30,7 @@ from torchrl.data import OneHot
 
 from torchrl_dreamerv3.modules import make_dreamerv3
 from torchrl_dreamerv3.training import DreamerV3Learner
-from torchrl_dreamerv3.training.distributed import DataParallel, init_distributed, shutdown_distributed
+from torchrl_dreamerv3.training.compute.distributed import DataParallel, init_distributed, shutdown_distributed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learner_speed import OBS_KEY, make_window  # noqa: E402

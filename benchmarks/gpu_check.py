@@ -74,7 +74,7 @@ def step_learners(args) -> None:
     import torch
     from learner_speed import OurLearner, PeakMemory, time_interleaved
     from torchrl_builtin import build_torchrl_learner
-    from torchrl_dreamerv3.training.acceleration import (Acceleration, accelerate, compiled_graphs, enable_tf32,
+    from torchrl_dreamerv3.training.compute.acceleration import (Acceleration, accelerate, compiled_graphs, enable_tf32,
                                                          graph_breaks)
 
     if args.device == "cuda":
@@ -163,7 +163,7 @@ def step_main(args) -> None:
     output = proc.stdout.read()
     (args.out / "main_job.log").write_text(output[-200_000:])
     elapsed = time.time() - start
-    from torchrl_dreamerv3.training.checkpoint import read_counters
+    from torchrl_dreamerv3.training.persistence.checkpoint import read_counters
 
     try:
         counters = read_counters(logdir)

@@ -18,7 +18,7 @@ Commands (run from the repository root)::
     python benchmarks/learner_speed.py --compile --precision bf16 --compare-torchrl --device cuda  # compiled bf16
 
 ``--precision bf16`` runs our loss forward under bf16 autocast (float32 parameters, optimiser and
-losses; ``training/acceleration.py``) and TorchRL's with its ``mixed_precision`` (which it applies on
+losses; ``training/compute/acceleration.py``) and TorchRL's with its ``mixed_precision`` (which it applies on
 CUDA only). ``--compile`` compiles our per-step pieces (``--compile-mode``; ``reduce-overhead`` adds
 CUDA graphs) and gives TorchRL's built-in its best compiled setting for the device
 (``benchmarks/torchrl_builtin.py``; the description line says which ran). Compile and the first
@@ -60,7 +60,7 @@ from torchrl.data import Bounded, OneHot
 
 from torchrl_dreamerv3.modules import make_dreamerv3, model_config
 from torchrl_dreamerv3.training import DreamerV3Learner
-from torchrl_dreamerv3.training.acceleration import Acceleration, accelerate
+from torchrl_dreamerv3.training.compute.acceleration import Acceleration, accelerate
 from torchrl_dreamerv3.training.setup import make_learner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from torchrl_dreamerv3.training.report import bin_runs, plot_curves, read_returns_csv  # noqa: E402
+from torchrl_dreamerv3.training.reporting.report import bin_runs, plot_curves, read_returns_csv  # noqa: E402
 
 # A small model (size1m's depth of layers with narrower state) and short windows: what trains in under an
 # hour on 2 CPU cores. Targets are the issue's: CartPole >= 450, Pendulum >= -300 (mean of the last 10 episodes).

@@ -26,7 +26,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers import SliceSampler
 
-from torchrl_dreamerv3.training.replay_buffer import make_stream_replay
+from torchrl_dreamerv3.replay.buffer import make_stream_replay
 
 BATCH, LENGTH = 16, 65
 

@@ -20,9 +20,10 @@ from hydra import compose, initialize_config_dir
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.modules import model_config
-from torchrl_dreamerv3.training.checkpoint import load_checkpoint, save_checkpoint
-from torchrl_dreamerv3.training.ratio import TrainRatio
-from torchrl_dreamerv3.training.replay_buffer import make_replay
+from torchrl_dreamerv3.training.persistence.checkpoint import load_checkpoint, save_checkpoint
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio
+from torchrl_dreamerv3.replay.buffer import make_replay
+from torchrl_dreamerv3.training.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS = {"cartpole": ("vector", (4,), torch.float32, 2), "atari100k": ("image", (3, 64, 64), torch.uint8, 6)}
@@ -46,7 +47,7 @@ class _NoLearner(torch.nn.Module):
 
 
 def _learner(cfg):
-    from torchrl_dreamerv3.training.environment import env_factory, make_train_env
+    from torchrl_dreamerv3.training.collection.environment import env_factory, make_train_env
     from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
     env = make_train_env(env_factory(cfg), cfg.run.envs, cfg.seed)
@@ -63,7 +64,9 @@ def measure(preset: str, size: str, fills: list[int], with_learner: bool = True)
     with initialize_config_dir(config_dir=str(ROOT / "torchrl_dreamerv3" / "configs"), version_base=None):
         cfg = compose("config", overrides=[f"env={preset}", f"size={size}", "device=cpu"])
     learner = _learner(cfg) if with_learner else _NoLearner()
-    ratio, replay, filled, out = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length), make_replay(cfg), 0, []
+    replay_settings = make_plan(cfg).replay
+    ratio, filled, out = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length), 0, []
+    replay = make_replay(replay_settings)
     scratch = Path(tempfile.mkdtemp(prefix="save_cost_"))
     try:
         for fill in fills:
@@ -77,7 +80,7 @@ def measure(preset: str, size: str, fills: list[int], with_learner: bool = True)
                                    replay=replay, keep=1)
             seconds = time.perf_counter() - start
             start = time.perf_counter()
-            load_checkpoint(scratch, learner=learner, ratio=ratio, replay=make_replay(cfg))
+            load_checkpoint(scratch, learner=learner, ratio=ratio, replay=make_replay(replay_settings))
             out.append(dict(preset=preset, size=size, capacity=int(cfg.replay.size), rows=filled,
                             save_s=round(seconds, 2), load_s=round(time.perf_counter() - start, 2),
                             replay_mb=round(_du(path / "replay") / 2**20, 1),

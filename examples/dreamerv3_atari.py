@@ -9,9 +9,12 @@
 Every setting is in ``torchrl_dreamerv3/configs/`` (Hydra); ``config.yaml`` lists them. The loop that runs is
 :func:`torchrl_dreamerv3.training.loop.train`, one screen read top to bottom:
 
-    run = start_run(cfg)                       # env, agent, learner, replay, collection (resumed if asked)
+    plan = make_plan(cfg)                      # every setting validated in one sweep, resolved once
+    run = start_run(plan)                      # env, agent, learner, replay, collection (resumed if asked)
     with run.collection:                       # sync: collect a batch, then train; parallel: a collector thread
         while not finished:
+            for batch in run.collection.receive():  # collected now (sync) or by the collector thread
+                add_to_replay(run, batch)      # NaN check, then the replay's streams
             train_at_ratio(run)                # the updates the train ratio owes: sample a window,
                                                # learner.update, write the posterior latents back
             record_episodes(run)               # returns and counters of the steps collected meanwhile

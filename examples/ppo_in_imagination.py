@@ -41,9 +41,10 @@ from torchrl.objectives.value import GAE
 
 from torchrl_dreamerv3.envs import DreamerWorldModelEnv, LatentFeatures, latent_features
 from torchrl_dreamerv3.training import TrainRatio, train
-from torchrl_dreamerv3.training.checkpoint import load_checkpoint, read_counters
-from torchrl_dreamerv3.training.replay_buffer import make_replay
-from torchrl_dreamerv3.training.environment import env_factory, make_train_env
+from torchrl_dreamerv3.training.persistence.checkpoint import load_checkpoint, read_counters
+from torchrl_dreamerv3.replay.buffer import make_replay
+from torchrl_dreamerv3.training.collection.environment import env_factory, make_train_env
+from torchrl_dreamerv3.training.plan import make_plan
 from torchrl_dreamerv3.training.setup import make_agent, make_learner
 
 CONFIGS = Path(__file__).resolve().parent.parent / "torchrl_dreamerv3" / "configs"
@@ -161,10 +162,11 @@ def refine_world_model(args: Args, run: str, ppo_actor) -> None:
 def load_world_model(run: str):
     """The agent and its replayed posterior latents (``deter``/``stoch``) from a training run directory."""
     cfg = OmegaConf.load(Path(run) / "config.yaml")
-    env = make_train_env(env_factory(cfg), cfg.run.envs, cfg.seed)
-    agent = make_agent(cfg, env, torch.device("cpu"))
-    learner = make_learner(cfg, agent)
-    replay = make_replay(cfg)
+    plan = make_plan(cfg, torch.device("cpu"))  # the run's settings, validated and resolved once
+    env = make_train_env(env_factory(plan), cfg.run.envs, cfg.seed)
+    agent = make_agent(plan, env)
+    learner = make_learner(plan, agent)
+    replay = make_replay(plan.replay)
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
     loaded = load_checkpoint(run, learner=learner, ratio=ratio, replay=replay)
     starts = None

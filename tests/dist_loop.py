@@ -17,11 +17,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dist_workers import make_learner  # noqa: E402
 from test_objectives import VEC, _window  # noqa: E402
 
-from torchrl_dreamerv3.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from torchrl_dreamerv3.training.distributed import (  # noqa: E402
+from torchrl_dreamerv3.training.persistence.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from torchrl_dreamerv3.training.compute.distributed import (  # noqa: E402
     DataParallel, init_distributed, rank_seed, shutdown_distributed,
 )
-from torchrl_dreamerv3.training.ratio import TrainRatio  # noqa: E402
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio  # noqa: E402
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from torchrl_dreamerv3.functional.actor_dists import StraightThroughOneHot
 from torchrl_dreamerv3.functional.distributions import unimix_probs
 from torchrl_dreamerv3.modules import make_dreamerv3
 from torchrl_dreamerv3.training import DreamerV3Learner
-from torchrl_dreamerv3.training.distributed import (
+from torchrl_dreamerv3.training.compute.distributed import (
     DataParallel, GradSync, fingerprint, global_mean, init_distributed, shutdown_distributed,
 )
 

@@ -1,4 +1,4 @@
-"""Compute settings (training/acceleration.py): compiled pieces match eager, bf16 keeps float32 state and math.
+"""Compute settings (training/compute/acceleration.py): compiled pieces match eager, bf16 keeps float32 state and math.
 
 The compile tests use the ``aot_eager`` backend: Dynamo captures the same forward graphs and AOTAutograd
 the same backward graphs as with Inductor, without C++ code generation, whose warm-up on a 2-core CPU
@@ -15,7 +15,7 @@ from torchrl.data import Bounded, OneHot
 from torchrl_dreamerv3.functional import twohot_mean, twohot_nll, symexp_twohot_bins, unimix_log_probs
 from torchrl_dreamerv3.modules import DreamerV3Policy, make_dreamerv3
 from torchrl_dreamerv3.training import DreamerV3Learner
-from torchrl_dreamerv3.training.acceleration import Acceleration, accelerate, compiled_graphs, graph_breaks
+from torchrl_dreamerv3.training.compute.acceleration import Acceleration, accelerate, compiled_graphs, graph_breaks
 
 from test_objectives import IMG, VEC, _grad_owners, _window
 

@@ -10,7 +10,7 @@ from torchrl.data import Bounded, Composite, OneHot, Unbounded
 from torchrl.envs import EnvBase, GymEnv
 
 from torchrl_dreamerv3.envs.any_env import as_episode_stream, check_observation_spec
-from torchrl_dreamerv3.training.ratio import TrainRatio
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "dreamerv3_atari.py"

@@ -33,7 +33,7 @@ def test_held_out_windows_ignore_the_collecting_models_latents(run_dir):
     wm = _load()
     from omegaconf import OmegaConf
 
-    from torchrl_dreamerv3.training.environment import env_factory, make_train_env
+    from torchrl_dreamerv3.training.collection.environment import env_factory, make_train_env
     from torchrl_dreamerv3.training.setup import make_agent
 
     cfg = OmegaConf.load(run_dir / "config.yaml")

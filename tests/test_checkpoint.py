@@ -15,12 +15,12 @@ from tensordict import TensorDict
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers import SliceSampler
 
-from torchrl_dreamerv3.training import checkpoint as ckpt
-from torchrl_dreamerv3.training.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, read_counters,
+from torchrl_dreamerv3.training.persistence import checkpoint as ckpt
+from torchrl_dreamerv3.training.persistence.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, read_counters,
                                                    save_checkpoint)
-from torchrl_dreamerv3.training.ratio import TrainRatio
-from torchrl_dreamerv3.training import replay_io as ckpt_io
-from torchrl_dreamerv3.training.replay_io import replay_feature_spec
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio
+from torchrl_dreamerv3.replay import io as ckpt_io
+from torchrl_dreamerv3.replay.io import replay_feature_spec
 
 ENVS = 2
 

@@ -1,4 +1,4 @@
-"""Data parallelism (training/distributed.py): 2 gloo ranks on the CPU against one process.
+"""Data parallelism (training/compute/distributed.py): 2 gloo ranks on the CPU against one process.
 
 Each spawned test starts two fresh Python processes (a few seconds of imports each).
 """
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchrl_dreamerv3.training.checkpoint import resolve_checkpoint_dir
+from torchrl_dreamerv3.training.persistence.checkpoint import resolve_checkpoint_dir
 import torch.distributed as dist
 from tensordict import TensorDict
 
 import dist_workers as W
 from torchrl_dreamerv3.objectives.actor_loss import ReturnNormalizer
-from torchrl_dreamerv3.training.distributed import (
+from torchrl_dreamerv3.training.compute.distributed import (
     DataParallel, GatheredReturnNormalizer, GradSync, all_gather_flat, global_mean, init_distributed, rank_seed,
 )
 

@@ -2,7 +2,7 @@
 
 Stand-in world models make the reference numbers exact; tiny V1/V2 agents check where gradients go.
 DreamerV1/V2 have loss classes of their own (objectives/dreamerv1.py, dreamerv2.py); the learner builds
-a generation from its registry entry (training/generations.py), DreamerV3 by default.
+a generation from its registry entry (agent/generations.py), DreamerV3 by default.
 """
 import math
 

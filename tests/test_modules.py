@@ -177,3 +177,23 @@ def test_state_primer_specs():
     assert primer.primers["deter"].shape == (c.deter,)
     assert primer.primers["stoch"].shape == (c.stoch, c.classes)
     assert primer.primers["prev_action"].shape == (3,)
+
+
+def test_a_field_shared_by_the_agent_keys_and_a_loss_names_the_same_entry():
+    """The learner bridges DreamerKeys and each loss's _AcceptedKeys by field name (agent_keys_for)."""
+    import dataclasses
+
+    from torchrl_dreamerv3.agent.learner import agent_keys_for
+    from torchrl_dreamerv3.modules import DreamerKeys
+    from torchrl_dreamerv3.objectives import ActorLoss, ValueLoss, WorldModelLoss
+    from torchrl_dreamerv3.objectives.dreamerv1 import DreamerV1ActorLoss, DreamerV1ValueLoss, DreamerV1WorldModelLoss
+
+    agent = {f.name: f.default for f in dataclasses.fields(DreamerKeys)}
+    for loss in (WorldModelLoss, ActorLoss, ValueLoss, DreamerV1WorldModelLoss, DreamerV1ActorLoss, DreamerV1ValueLoss):
+        accepted = {f.name: f.default for f in dataclasses.fields(loss._AcceptedKeys)}
+        shared = set(accepted) & set(agent)
+        assert shared and all(accepted[k] == agent[k] for k in shared), (loss.__name__, shared)
+    renamed = DreamerKeys(deter="h", stoch="z", value_logits="v")
+    mapped = agent_keys_for(ValueLoss.__new__(ValueLoss), renamed)
+    assert mapped["deter"] == "h" and mapped["stoch"] == "z" and mapped["value_logits"] == "v"
+    assert "reward" not in mapped  # a loss-only entry keeps the loss's own name

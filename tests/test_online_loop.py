@@ -8,9 +8,11 @@ from hydra import compose, initialize_config_dir
 
 from torchrl_dreamerv3.modules import DreamerV3Policy
 from torchrl_dreamerv3.training import TrainRatio
-from torchrl_dreamerv3.training.parallel import ParallelCollection, SyncCollection
-from torchrl_dreamerv3.training.replay_buffer import make_replay
-from torchrl_dreamerv3.training.environment import env_factory, make_collector, make_train_env
+from torchrl_dreamerv3.training.collection.parallel import ParallelCollection
+from torchrl_dreamerv3.training.collection.sync import SyncCollection
+from torchrl_dreamerv3.replay.buffer import make_replay
+from torchrl_dreamerv3.training.collection.environment import env_factory, make_collector, make_train_env
+from torchrl_dreamerv3.training.plan import make_plan
 from torchrl_dreamerv3.training.setup import REPLAY_KEYS, make_agent, make_learner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +29,13 @@ def _cfg(*overrides):
 def test_collect_train_and_write_back(parallel):
     cfg = _cfg()
     device = torch.device("cpu")
-    make = env_factory(cfg)
+    plan = make_plan(cfg)
+    make = env_factory(plan)
     env = make_train_env(make, cfg.run.envs, cfg.seed)
-    agent = make_agent(cfg, env, device)
-    learner = make_learner(cfg, agent)
-    collector = make_collector(cfg, make, env, DreamerV3Policy(agent), device)  # run.envs=2 streams in a SerialEnv
-    replay = make_replay(cfg)
+    agent = make_agent(plan, env, device)
+    learner = make_learner(plan, agent)
+    collector = make_collector(plan.collection, make, env, DreamerV3Policy(agent), device)  # 2 streams, a SerialEnv
+    replay = make_replay(plan.replay)
     ratio = TrainRatio(cfg.run.train_ratio, cfg.batch_size, cfg.batch_length)
     window_rows = cfg.batch_length + cfg.replay_context
 
@@ -44,12 +47,14 @@ def test_collect_train_and_write_back(parallel):
         replay.extend(batch.select(*agent.obs_keys, *REPLAY_KEYS))
 
     common = dict(ready=ready, total_steps=96)
-    collection = (ParallelCollection(collector, write, ratio, max_ahead=64, **common) if parallel
-                  else SyncCollection(collector, write, ratio, **common))
+    collection = (ParallelCollection(collector, ratio, max_ahead=64, **common) if parallel
+                  else SyncCollection(collector, ratio, **common))
     refreshed = 0
     with collection:
         while True:
-            owed = collection.updates_due(timeout=5.0)
+            for batch in collection.receive(timeout=5.0):
+                write(batch)
+            owed = collection.updates_due()
             for _ in range(owed):
                 window, info = replay.sample(return_info=True)
                 metrics, latents = learner.update(window.reshape(cfg.batch_size, -1))
@@ -58,7 +63,9 @@ def test_collect_train_and_write_back(parallel):
             if not owed and collection.finished:
                 break
             with collection.pause():
-                assert len(replay) == collection.env_steps
+                for batch in collection.take_collected():
+                    write(batch)
+                assert len(replay) == collection.env_steps == collection.collected
     collector.shutdown()
     assert torch.isfinite(metrics["loss"])
     assert collection.env_steps == len(replay) >= 96

@@ -1,5 +1,6 @@
 """Collection beside learning: the train ratio holds with a slow learner and with a slow collector,
-pause gives a consistent cut, errors and stops reach the loop."""
+pause gives a consistent cut, errors and stops reach the loop. As in the training loop, the caller
+stores what ``receive`` hands over (here: ``Rows.write``), then asks ``updates_due``."""
 import threading
 import time
 
@@ -8,7 +9,9 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.training import TrainRatio
-from torchrl_dreamerv3.training.parallel import ParallelCollection, SyncCollection, episodes_in, use_parallel
+from torchrl_dreamerv3.training.collection.parallel import ParallelCollection
+from torchrl_dreamerv3.training.plan import use_parallel
+from torchrl_dreamerv3.training.collection.sync import SyncCollection, episodes_in
 
 FRAMES = 8  # env steps per collected batch
 PER_UPDATE = 4  # env steps per update: TrainRatio(1, 1, 4)
@@ -50,10 +53,23 @@ class Rows:
         self.log.append((self.rows, self.collection.updates))
 
 
-def run(collection, steps: int, update_time: float = 0.0, on_update=None):
+def store(collection, rows=None, timeout=None) -> None:
+    """The loop's data path: what was collected goes into the (stand-in) replay."""
+    for batch in collection.receive(timeout=timeout):
+        if rows is not None:
+            rows.write(batch)
+
+
+def due(collection, rows=None, timeout=None) -> int:
+    """One turn of the loop: store what was collected, then the updates owed."""
+    store(collection, rows, timeout)
+    return collection.updates_due()
+
+
+def run(collection, steps: int, update_time: float = 0.0, on_update=None, rows=None):
     with collection:
         while collection.env_steps < steps:
-            for _ in range(collection.updates_due(timeout=1.0)):
+            for _ in range(due(collection, rows, timeout=1.0)):
                 time.sleep(update_time)
                 collection.update_done()
                 if on_update:
@@ -62,13 +78,13 @@ def run(collection, steps: int, update_time: float = 0.0, on_update=None):
 
 def make(delay=0.0, max_ahead=16, **kwargs):
     rows = Rows()
-    rows.collection = ParallelCollection(fake_collector(delay, **kwargs), rows.write, Ratio(), max_ahead=max_ahead)
+    rows.collection = ParallelCollection(fake_collector(delay, **kwargs), Ratio(), max_ahead=max_ahead)
     return rows, rows.collection
 
 
 def test_a_slow_learner_holds_the_collector_back():
     rows, collection = make(max_ahead=16)
-    run(collection, steps=320, update_time=0.003)
+    run(collection, steps=320, update_time=0.003, rows=rows)
     first = collection.ratio.first  # the first update is granted here, then one per PER_UPDATE env steps
     ahead = [written - first - (updates - 1) * PER_UPDATE for written, updates in rows.log if written > first]
     assert max(ahead) <= 16 + FRAMES, ahead
@@ -78,7 +94,7 @@ def test_a_slow_learner_holds_the_collector_back():
 def test_a_slow_collector_holds_the_learner_back():
     rows, collection = make(delay=0.01)
     checks = []
-    run(collection, steps=160, on_update=lambda: checks.append((collection.updates, collection.env_steps)))
+    run(collection, steps=160, on_update=lambda: checks.append((collection.updates, collection.env_steps)), rows=rows)
     first = collection.ratio.first
     owed = [1 + (steps - first) // PER_UPDATE for _, steps in checks]
     assert all(updates <= limit for (updates, _), limit in zip(checks, owed)), checks
@@ -89,15 +105,18 @@ def test_a_slow_collector_holds_the_learner_back():
 def test_pause_is_a_consistent_cut(parallel):
     rows, collection = make(delay=0.002, max_ahead=10_000)
     if not parallel:
-        rows.collection = collection = SyncCollection(fake_collector(0.002), rows.write, Ratio())
+        rows.collection = collection = SyncCollection(fake_collector(0.002), Ratio())
     with collection:
         while collection.env_steps < 64:
-            owed = collection.updates_due(timeout=1.0)
+            owed = due(collection, rows, timeout=1.0)
             collection.update_done(min(owed, 1))  # an interrupted round: some granted updates left undone
             with collection.pause():
-                before = (rows.rows, collection.env_steps)
+                for batch in collection.take_collected():  # the batches collected before the cut, none collected now
+                    rows.write(batch)
+                before = (rows.rows, collection.env_steps, collection.collected)
                 time.sleep(0.01)  # the collector must not write meanwhile
-                assert before == (rows.rows, collection.env_steps) and rows.rows == collection.env_steps
+                assert before == (rows.rows, collection.env_steps, collection.collected)
+                assert rows.rows == collection.env_steps == collection.collected
                 ratio = collection.ratio
                 assert collection.updates == 1 + round((ratio.prev - ratio.first) * ratio.ratio)
 
@@ -106,23 +125,24 @@ def test_collection_resumes_after_a_pause_and_stops():
     rows, collection = make(max_ahead=10_000)
     collection.start()
     with collection.pause():
-        frozen = collection.env_steps
+        frozen = collection.collected
     deadline = time.time() + 5
-    while collection.env_steps <= frozen and time.time() < deadline:
+    while collection.collected <= frozen and time.time() < deadline:
         time.sleep(0.001)
-    assert collection.env_steps > frozen
+    assert collection.collected > frozen
     collection.stop()
     assert not collection._thread.is_alive()
 
 
 def test_a_collector_error_reaches_the_learner():
-    def write(batch):
-        raise FloatingPointError("NaN in the batch")
+    def failing():
+        yield from fake_collector(batches=1)
+        raise FloatingPointError("the env broke")
 
-    collection = ParallelCollection(fake_collector(), write, TrainRatio(1, 1, PER_UPDATE), max_ahead=16)
+    collection = ParallelCollection(failing(), TrainRatio(1, 1, PER_UPDATE), max_ahead=16)
     with pytest.raises(RuntimeError, match="collector thread failed") as caught:
         for _ in range(3):  # the ratio's first call grants one update before any batch arrived
-            collection.updates_due(timeout=5.0)
+            due(collection, timeout=5.0)
     assert isinstance(caught.value.__cause__, FloatingPointError)
 
 
@@ -131,12 +151,12 @@ def test_the_run_ends_at_total_steps_with_every_update_it_earned(parallel):
     rows, ratio = Rows(), Ratio()
     kwargs = dict(max_ahead=64) if parallel else {}
     cls = ParallelCollection if parallel else SyncCollection
-    rows.collection = collection = cls(fake_collector(), rows.write, ratio, total_steps=100, **kwargs)
+    rows.collection = collection = cls(fake_collector(), ratio, total_steps=100, **kwargs)
     deadline = time.time() + 20
     with collection:
         while True:
             assert time.time() < deadline, f"still collecting at {collection.env_steps} env steps"
-            owed = collection.updates_due(timeout=1.0)
+            owed = due(collection, rows, timeout=1.0)
             for _ in range(owed):
                 time.sleep(0.001)
                 collection.update_done()
@@ -148,13 +168,13 @@ def test_the_run_ends_at_total_steps_with_every_update_it_earned(parallel):
 
 def test_max_ahead_below_one_update_is_refused():
     with pytest.raises(ValueError, match="run.max_ahead=2"):
-        ParallelCollection(fake_collector(), lambda b: None, TrainRatio(1, 1, PER_UPDATE), max_ahead=2)
+        ParallelCollection(fake_collector(), TrainRatio(1, 1, PER_UPDATE), max_ahead=2)
 
 
 def test_sync_collection_collects_one_batch_per_call_and_keeps_the_ratio():
     rows = Rows()
-    rows.collection = collection = SyncCollection(fake_collector(), rows.write, Ratio())
-    owed = [collection.updates_due() for _ in range(4)]
+    rows.collection = collection = SyncCollection(fake_collector(), Ratio())
+    owed = [due(collection, rows) for _ in range(4)]
     assert owed == [1, 2, 2, 2] and rows.rows == collection.env_steps == 4 * FRAMES
     # each stamped with the env steps at the end of its batch (batches of FRAMES = 8 steps)
     assert collection.episodes() == [(4.0, 5, 8), (9.0, 5, 16), (14.0, 5, 16), (19.0, 5, 24), (24.0, 5, 32),
@@ -165,8 +185,11 @@ def test_ready_delays_the_first_update():
     rows, collection = make()
     collection.ready = lambda: collection.env_steps >= 40
     with collection:
-        assert collection.updates_due(timeout=5.0) == 1
-        assert collection.env_steps >= 40
+        owed = 0
+        while not owed:  # each call hands over what was collected; none is owed before 40 steps
+            owed = due(collection, rows, timeout=5.0)
+            assert owed == 0 or collection.env_steps >= 40
+        assert owed == 1
 
 
 def test_episodes_in_a_batch_of_streams():
@@ -188,7 +211,7 @@ def test_episodes_drained_late_keep_the_step_of_their_batch():
     # a slow learner drains the episodes only after its round, while the collector runs up to max_ahead on
     rows, collection = make(max_ahead=32)
     drained = []
-    run(collection, steps=160, update_time=0.004, on_update=lambda: drained.extend(collection.episodes()))
+    run(collection, steps=160, update_time=0.004, on_update=lambda: drained.extend(collection.episodes()), rows=rows)
     drained += collection.episodes()
     assert len(drained) == collection.env_steps // 5 >= 32  # every episode once (the thread may pass 160)
     # fake episodes end at step 4, 9, 14, ... and their return is that step: the batch holding it ends at
@@ -200,16 +223,17 @@ def test_episodes_drained_late_keep_the_step_of_their_batch():
 def test_rounds_are_capped_and_the_rest_stays_owed():
     # the collector runs 64 steps ahead (16 updates' worth); each call grants at most 3, the ratio loses none
     rows = Rows()
-    rows.collection = collection = ParallelCollection(fake_collector(), rows.write, Ratio(), max_ahead=64,
-                                                      round_updates=3)
+    rows.collection = collection = ParallelCollection(fake_collector(), Ratio(), max_ahead=64, round_updates=3)
     grants = []
     with collection:
         while collection.env_steps < 320:
-            owed = collection.updates_due(timeout=1.0)
+            owed = due(collection, rows, timeout=1.0)
             grants.append(owed)
             time.sleep(0.01 * owed)  # a slow learner: the collector is ahead at (nearly) every call
             collection.update_done(owed)
         with collection.pause():
+            for batch in collection.take_collected():  # the batches collected before the cut
+                rows.write(batch)
             owed_at_cut = int((collection.env_steps - collection.ratio.prev) * collection.ratio.ratio)
             steps, updates = collection.env_steps, collection.updates
     assert max(grants) == 3 and grants.count(3) > 5
@@ -219,19 +243,36 @@ def test_rounds_are_capped_and_the_rest_stays_owed():
 
 def test_round_updates_below_one_is_refused():
     with pytest.raises(ValueError, match="round_updates must be >= 1"):
-        ParallelCollection(fake_collector(), lambda b: None, TrainRatio(1, 1, PER_UPDATE), max_ahead=8,
-                           round_updates=0)
+        ParallelCollection(fake_collector(), TrainRatio(1, 1, PER_UPDATE), max_ahead=8, round_updates=0)
 
 
 def test_max_ahead_auto_is_four_batches_or_two_updates():
-    from omegaconf import OmegaConf
+    from torchrl_dreamerv3 import compose_config
+    from torchrl_dreamerv3.training.plan import make_plan
 
-    from torchrl_dreamerv3.training.run import max_ahead
+    def max_ahead(value, train_ratio, batch_size, batch_length, envs=1, per_collect=16):
+        cfg = compose_config(["env=cartpole", "device=cpu", f"run.max_ahead={value}", f"run.train_ratio={train_ratio}",
+                              f"batch_size={batch_size}", f"batch_length={batch_length}", f"run.envs={envs}",
+                              f"run.steps_per_collect={per_collect}", "replay.size=100000"])
+        return make_plan(cfg).collection.max_ahead
 
-    def cfg(value, envs=1, per_collect=16):
-        return OmegaConf.create({"run": {"max_ahead": value, "envs": envs, "steps_per_collect": per_collect}})
+    assert max_ahead("auto", 256, 16, 32) == 64  # 4 x 16 steps; 1 update per 2 steps
+    assert max_ahead("auto", 32, 16, 64, envs=16) == 1024  # Atari: 4 x 256 steps
+    assert max_ahead("auto", 4, 16, 64) == 512  # 1 update per 256 steps: 2 updates' worth
+    assert max_ahead(100, 256, 16, 32) == 100
 
-    assert max_ahead(cfg("auto"), TrainRatio(256, 16, 32)) == 64  # 4 x 16 steps; 1 update per 2 steps
-    assert max_ahead(cfg("auto", envs=16), TrainRatio(32, 16, 64)) == 1024  # Atari: 4 x 256 steps
-    assert max_ahead(cfg("auto"), TrainRatio(4, 16, 64)) == 512  # 1 update per 256 steps: 2 updates' worth
-    assert max_ahead(cfg(100), TrainRatio(256, 16, 32)) == 100
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_the_cut_takes_what_was_collected_and_collects_nothing(parallel):
+    rows = Rows()
+    rows.collection = collection = (ParallelCollection(fake_collector(), Ratio(), max_ahead=16) if parallel
+                                    else SyncCollection(fake_collector(), Ratio()))
+    with collection:
+        due(collection, rows, timeout=1.0)
+        with collection.pause():
+            for batch in collection.take_collected():
+                rows.write(batch)
+            assert list(collection.take_collected()) == []  # nothing new while paused (sync: never a new batch)
+            assert rows.rows == collection.env_steps == collection.collected
+            if not parallel:
+                assert collection.collected == FRAMES  # the one batch receive() collected

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,12 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.training import loop
-from torchrl_dreamerv3.training.acceleration import Acceleration
+from torchrl_dreamerv3.training.compute.acceleration import Acceleration
 from torchrl_dreamerv3.training.config_checks import check_config
-from torchrl_dreamerv3.training.environment import env_factory
-from torchrl_dreamerv3.training.ray_collection import WeightPushingCollector, ray_init_config
-from torchrl_dreamerv3.training.run import _check_distributed
+from torchrl_dreamerv3.training.collection.environment import env_factory
+from torchrl_dreamerv3.training.collection.ray_collection import WeightPushingCollector, ray_init_config
+from torchrl_dreamerv3.training.plan import make_plan
+from torchrl_dreamerv3.training.compute.distributed import check_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["size=debug", "batch_size=2", "batch_length=8", "run.train_ratio=4", "run.log_every=0",
@@ -63,9 +63,10 @@ def test_the_ray_collector_without_ray_installed_names_the_extra(monkeypatch):
 
 def test_what_does_not_combine_with_ray_is_refused_by_name():
     cfg = _cfg(*RAY)
+    plan = make_plan(cfg)
     with pytest.raises(ValueError, match="run.collector=ray is not supported under torchrun"):
-        _check_distributed(cfg, types.SimpleNamespace(world_size=2))
-    _check_distributed(cfg, types.SimpleNamespace(world_size=1))
+        check_supported(plan, world_size=2)
+    check_supported(plan, world_size=1)
     with pytest.raises(ValueError, match="compile.enabled=true cannot run with run.collector=ray"):
         Acceleration.from_config(OmegaConf.merge(cfg, {"compile": {"enabled": True}}), "cpu")
     assert not Acceleration.from_config(cfg, "cuda").compile  # auto: the policy must pickle into the actors

@@ -13,11 +13,12 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 from torchrl_dreamerv3.functional.distributions import sample_unimix_onehot
-from torchrl_dreamerv3.training.config_checks import RULES, check_config, check_resumed_model_size
+from torchrl_dreamerv3.training.config_checks import RULES, check_config
+from torchrl_dreamerv3.training.persistence.resume import check_resumed_model_size
 from torchrl_dreamerv3.training.guards import NonFiniteError, check_finite
-from torchrl_dreamerv3.training.logging import cut_episodes_csv, wandb_resume_kwargs
-from torchrl_dreamerv3.training.ratio import TrainRatio
-from torchrl_dreamerv3.training.run_lock import RunLock, RunLockedError
+from torchrl_dreamerv3.training.reporting.logging import cut_episodes_csv, wandb_resume_kwargs
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio
+from torchrl_dreamerv3.training.persistence.run_lock import RunLock, RunLockedError
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "torchrl_dreamerv3" / "configs")
 
@@ -133,7 +134,7 @@ def test_nan_logits_give_a_clear_error_not_an_index_error():  # defect 7
         sample_unimix_onehot(logits)
 
 
-_HOLDER = "import sys, time; from torchrl_dreamerv3.training.run_lock import RunLock; " \
+_HOLDER = "import sys, time; from torchrl_dreamerv3.training.persistence.run_lock import RunLock; " \
           "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
 
 

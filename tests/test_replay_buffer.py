@@ -1,4 +1,4 @@
-"""The per-stream replay: online queue order, window boundaries, generation-checked write-back, config."""
+"""The per-stream replay: online queue order, window boundaries, stamp-checked write-back, config."""
 import threading
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
-from torchrl_dreamerv3.training.replay_buffer import make_replay, make_stream_replay
+from torchrl_dreamerv3.replay.buffer import ReplaySettings, make_replay, make_stream_replay
+from torchrl_dreamerv3.training.plan import make_plan
 
 L = 4  # window rows (batch_length 3 + context 1)
 
@@ -149,32 +150,44 @@ def test_prefetch_with_a_concurrent_writer():
 
 
 def _cfg(**replay):
-    return OmegaConf.create({"device": "cpu", "batch_size": 2, "batch_length": 3, "replay_context": 1,
-                             "run": {"envs": 2},
-                             "replay": {"size": 40, "memmap": False, "online": True, "prefetch": 0, **replay}})
+    from torchrl_dreamerv3 import compose_config
+
+    overrides = {"size": 40, "memmap": False, "online": True, "prefetch": 0, **replay}
+    return compose_config(["env=cartpole", "device=cpu", "batch_size=2", "batch_length=3", "run.envs=2",
+                           *(f"replay.{k}={v}" for k, v in overrides.items())])
+
+
+def _settings(**replay) -> ReplaySettings:
+    return make_plan(_cfg(**replay)).replay
 
 
 @pytest.mark.parametrize("memmap", [False, True])
-def test_make_replay_from_config(memmap, tmp_path):
-    replay, data = make_replay(_cfg(memmap=memmap), scratch_dir=str(tmp_path)), Streams(2)
+def test_make_replay_from_the_plan(memmap, tmp_path):
+    replay, data = make_replay(_settings(memmap=memmap), scratch_dir=str(tmp_path)), Streams(2)
     replay.extend(data.chunk(10))
     assert len(replay) == 20 and replay.streams == 2
     window, info = replay.sample(return_info=True)
     assert window.reshape(2, -1).shape == (2, L)
     assert replay.write_back(info, TensorDict({"deter": torch.zeros(2, L - 1, 2)}, [2, L - 1])).updated_count == 6
-    assert make_replay(_cfg(online=False)).queued() == 0
+    assert make_replay(_settings(online=False)).queued() == 0
     if memmap:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]  # one memmap folder per stream
 
 
 @pytest.mark.parametrize("override, message", [
     (dict(online="yes"), "replay.online"), (dict(prefetch=-1), "replay.prefetch"), (dict(size=6), "replay.size=6")])
-def test_make_replay_names_a_bad_setting(override, message):
+def test_the_plan_names_a_bad_replay_setting(override, message):
     with pytest.raises(ValueError, match=message):
-        make_replay(_cfg(**override))
+        make_plan(_cfg(**override))
 
 
-def test_a_saved_replay_resumes_with_its_rows_queue_and_generations(tmp_path):
+def test_the_old_module_path_still_takes_a_config():
+    from torchrl_dreamerv3.training.replay_buffer import make_replay as old_make_replay
+
+    assert old_make_replay(_cfg()).streams == 2
+
+
+def test_a_saved_replay_resumes_with_its_rows_queue_and_write_stamps(tmp_path):
     data = Streams(2)
     replay = make_stream_replay(capacity=24, streams=2, slice_len=L, batch_size=2)
     for n in (9, 9):  # wrapped rings (12 rows each), windows queued

@@ -10,8 +10,8 @@ from torchrl.data import OneHot
 from test_objectives import _window
 from torchrl_dreamerv3.modules import make_dreamerv3
 from torchrl_dreamerv3.replay import split_context
-from torchrl_dreamerv3.training.logging import MetricLogger, make_logger, make_metric_logger
-from torchrl_dreamerv3.training.report import (
+from torchrl_dreamerv3.training.reporting.logging import MetricLogger, make_logger, make_metric_logger
+from torchrl_dreamerv3.training.reporting.report import (
     open_loop_report,
     open_loop_video,
     plot_curves,
@@ -253,7 +253,7 @@ def test_metric_mean_logs_the_mean_of_every_update_since_the_last_line():
     """What the reference's train_agg logs: the mean over the log interval, not the last update."""
     from tensordict import TensorDict
 
-    from torchrl_dreamerv3.training.logging import MetricMean
+    from torchrl_dreamerv3.training.reporting.logging import MetricMean
 
     mean = MetricMean()
     assert mean.pop() == {} and mean.count == 0

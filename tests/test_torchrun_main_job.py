@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from torchrl_dreamerv3.training.checkpoint import read_counters
+from torchrl_dreamerv3.training.persistence.checkpoint import read_counters
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["env=cartpole", "size=debug", "batch_size=2", "batch_length=8", "run.train_ratio=4", "run.log_every=0",

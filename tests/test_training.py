@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from torchrl_dreamerv3.training.ratio import TrainRatio
+from torchrl_dreamerv3.training.collection.ratio import TrainRatio
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "dreamerv3_atari.py"
@@ -26,7 +26,7 @@ def _run(logdir, *overrides, timeout=300):
 
 
 def _counters(logdir):
-    from torchrl_dreamerv3.training.checkpoint import read_counters
+    from torchrl_dreamerv3.training.persistence.checkpoint import read_counters
 
     return read_counters(logdir)
 
@@ -60,7 +60,7 @@ def test_main_job_runs_end_to_end_and_resumes(tmp_path, env):
 def _replay_rows(run):
     import json
 
-    from torchrl_dreamerv3.training.checkpoint import resolve_checkpoint_dir
+    from torchrl_dreamerv3.training.persistence.checkpoint import resolve_checkpoint_dir
 
     return json.loads((resolve_checkpoint_dir(run) / "replay" / "manifest.json").read_text())["len"]
 
@@ -119,16 +119,16 @@ def _compose(*overrides):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("run.train_ratio=-1", "run.train_ratio must be > 0"),
-    ("run.envs=0", "run.envs must be >= 1"),
-    ("replay_context=0", "replay_context=0"),
-    ("run.collector=async", "run.collector must be sync, multisync or ray"),
+    ("run.train_ratio=-1", "run.train_ratio=-1 is out of range: it must be a number > 0"),
+    ("run.envs=0", "run.envs=0 is out of range: it must be an integer >= 1"),
+    ("replay_context=0", "replay_context=0 is out of range"),
+    ("run.collector=async", r"run.collector='async' is unknown; choose one of \['sync', 'multisync', 'ray'\]"),
 ])
 def test_bad_config_fails_before_training_naming_the_setting(override, message):
-    from torchrl_dreamerv3.training.setup import validate_config
+    from torchrl_dreamerv3.training.plan import make_plan
 
     with pytest.raises(ValueError, match=message):
-        validate_config(_compose(override))
+        make_plan(_compose(override))
 
 
 def test_unknown_presets_and_image_sizes_fail_with_their_names(tmp_path):
@@ -217,7 +217,7 @@ def test_bad_algo_switches_fail_before_training(overrides, message):
 
 def test_a_saved_config_of_the_former_flat_algo_layout_still_validates():
     """Runs saved before issue 12 list every switch under algo; their generation's values are accepted."""
-    from torchrl_dreamerv3.training.generations import resolve_switches
+    from torchrl_dreamerv3.agent.generations import resolve_switches
 
     old_v3 = dict(name="dreamerv3", generation="dreamerv3", optimizer="laprop", critic_target="ema", hard_interval=100,
                   context="replay", kl="dyn_rep", kl_balance=0.8, free_avg=True, rec_loss="sse", reward_transform="none",
@@ -263,7 +263,7 @@ def test_evaluation_samples_for_v3_and_takes_the_mode_for_v1_v2(mode, expected):
     from torchrl.envs.utils import exploration_type
 
     from torchrl_dreamerv3.modules import DreamerV3Policy
-    from torchrl_dreamerv3.training.environment import env_factory, make_eval_env, make_train_env
+    from torchrl_dreamerv3.training.collection.environment import env_factory, make_eval_env, make_train_env
     from torchrl_dreamerv3.training.evaluation import evaluate
     from torchrl_dreamerv3.training.setup import make_agent
 

@@ -120,7 +120,7 @@ GENERATIONS: dict[str, dict] = {
     # danijar/dreamer (TF2): Gaussian 30-d latent, Keras GRU 200, ReLU convs depth 32, ELU MLPs 400;
     # reward 2, value 3, actor 4 layers; no pcont head by default. The previous action is zeroed at
     # is_first as in V2: V1's stored reset step holds a zero action and its policy masks the action on
-    # reset; only a chunk that starts mid-episode keeps its true action, which the V1 replay context "zero" handles (training/generations.py).
+    # reset; only a chunk that starts mid-episode keeps its true action, which the V1 replay context "zero" handles (agent/generations.py).
     "dreamerv1": dict(
         _V1V2_COMMON, latent="gaussian", stoch=30, classes=1, std_act="softplus", min_std=0.1,
         deter=200, hidden=200, cell="gru", depth=32, cnn_act="relu",

@@ -122,7 +122,7 @@ class DreamerV3Modules(nn.Module):
         return counts
 
 
-def make_dreamerv3(
+def make_dreamer(
     obs_shapes: Mapping[str, tuple[int, ...]],
     action_spec: TensorSpec,
     cfg: ModelConfig | str = "size12m",
@@ -172,6 +172,10 @@ def make_dreamerv3(
                             actor, critic)
 
 
+#: The name from before the builder built every generation (``model_config(generation=...)``); kept for users.
+make_dreamerv3 = make_dreamer
+
+
 def _make_encoder(obs_shapes, cfg: ModelConfig, k: DreamerKeys, encoder, token_dim):
     """``(encoder module, token width)``: the built encoder, or the user's with its token width."""
     if encoder is not None:
@@ -194,9 +198,6 @@ def _make_heads(cfg: ModelConfig, latent: dict, state: list, k: DreamerKeys):
     critic = TensorDictModule(_value_predictor(cfg, latent, style, cfg.val_layers), in_keys=state,
                               out_keys=[k.value_logits, k.state_value])
     return reward, cont, critic
-
-
-make_dreamer = make_dreamerv3  # the builder is generation-agnostic; this name says so
 
 
 def _make_encoder_net(obs_shapes, cfg: ModelConfig):

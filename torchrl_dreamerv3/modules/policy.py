@@ -60,7 +60,7 @@ class DreamerV3Policy(TensorDictModuleBase):
         self.action_dtype = action_dtype
         self.in_keys = [*modules.encoder.in_keys, k.is_first, k.deter, k.stoch, k.prev_action]
         self.out_keys = [k.deter, k.stoch, k.action, k.prev_action]
-        # Acting runs inside this context (training/acceleration.py sets bf16 autocast).
+        # Acting runs inside this context (training/compute/acceleration.py sets bf16 autocast).
         self.forward_context = contextlib.nullcontext
 
     @torch.no_grad()

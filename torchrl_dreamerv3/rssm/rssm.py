@@ -63,6 +63,19 @@ class RSSM(nn.Module):
         # the recurrence, so sequences apply it to all steps at once (see ``observe``).
         self.post_net = MLP(deter + token_dim, obslayers, hidden)
         self.post_out = Linear(hidden, stoch * classes, outscale)
+        self.steps_compiled = False
+
+    def compile_steps(self, **kwargs) -> None:
+        """Compiles the per-step pieces in place (``torch.compile(**kwargs)``), once: the core's step, the prior
+        and the posterior head. Instance attributes shadow the methods, so every caller (observe loop,
+        imagination, acting) goes through the compiled step; its weights are hoisted outside it
+        (``core.step_weights()``)."""
+        if self.steps_compiled:
+            return
+        self.core.step = torch.compile(self.core.step, **kwargs)
+        self.prior = torch.compile(self.prior, **kwargs)
+        self.post_out.compile(**kwargs)
+        self.steps_compiled = True
 
     # -- pieces ------------------------------------------------------------------------------
     def initial(self, batch_shape, device=None, dtype=torch.float32):

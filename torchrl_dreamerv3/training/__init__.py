@@ -1,7 +1,9 @@
-"""Glue: the learner update, the train ratio, checkpoints and the training loop."""
-from .generations import GENERATION_SPECS, GenerationSpec, generation_spec
-from .learner import DreamerV3Learner
-from .ratio import TrainRatio
+"""Glue: the training loop (``loop``, ``run``, ``setup``), and in rooms by concern ``collection/``,
+``persistence/``, ``compute/`` and ``reporting/``. The update and the generation registry live in
+:mod:`torchrl_dreamerv3.agent`, the replay in :mod:`torchrl_dreamerv3.replay`."""
+from ..agent.generations import GENERATION_SPECS, GenerationSpec, generation_spec
+from ..agent.learner import DreamerLearner, DreamerV3Learner
+from .collection.ratio import TrainRatio
 
 
 def train(cfg, env_fn=None, behaviour_actor=None):
@@ -11,4 +13,4 @@ def train(cfg, env_fn=None, behaviour_actor=None):
     return _train(cfg, env_fn=env_fn, behaviour_actor=behaviour_actor)
 
 
-__all__ = ["DreamerV3Learner", "GENERATION_SPECS", "GenerationSpec", "TrainRatio", "generation_spec", "train"]
+__all__ = ["DreamerLearner", "DreamerV3Learner", "GENERATION_SPECS", "GenerationSpec", "TrainRatio", "generation_spec", "train"]

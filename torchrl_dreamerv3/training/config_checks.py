@@ -1,6 +1,8 @@
 """Every setting checked (type and range) before any env is built or any directory made.
 
-``check_config(cfg)`` raises ``ValueError`` naming the setting, its value and what is allowed. Numbers
+``config_problems(cfg)`` lists, for every bad setting, its name, its value and what is allowed;
+``check_config(cfg)`` raises them as one :class:`ConfigError` (a ``ValueError``). The run plan
+(:mod:`.plan`) adds what only resolving finds (the ``algo.*`` switches, the model preset) to the same sweep. Numbers
 must be numbers (``opt.lr=abc`` fails here, not after the first 1,024 env steps); integer settings must be
 integers. The ``algo.*`` switches are checked by their own registry, the env/model presets by theirs.
 """
@@ -13,10 +15,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import list_checkpoints
-from .logging import BACKENDS
+from .persistence.checkpoint import list_checkpoints
+from .reporting import BACKENDS
 
-__all__ = ["check_config", "check_resumed_model_size", "RULES"]
+__all__ = ["ConfigError", "check_config", "check_resumed_model_size", "config_problems", "RULES"]
 
 _ABSENT = object()
 
@@ -73,103 +75,115 @@ def _range_text(rule) -> str:
     return " and ".join(p for p in (low, high) if p)
 
 
-def _check_value(name: str, value, rule) -> None:
+def _check_value(name: str, value, rule) -> str | None:
+    """What is wrong with ``value`` (None: nothing)."""
     if rule["auto"] and value == "auto":
-        return
+        return None
     allowed = rule["kind"] + (f" {_range_text(rule)}" if _range_text(rule) else "") + (" or auto" if rule["auto"] else "")
     if not _kind_ok(rule["kind"], value):
         hint = f"; write {int(value)}" if rule["kind"] == INT and isinstance(value, float) and value.is_integer() else ""
-        raise ValueError(f"{name}={value!r} ({type(value).__name__}) must be {allowed}{hint}")
+        return f"{name}={value!r} ({type(value).__name__}) must be {allowed}{hint}"
     low, high = rule["low"], rule["high"]
     too_low = low is not None and (value <= low if rule["low_open"] else value < low)
     too_high = high is not None and (value >= high if rule["high_open"] else value > high)
     if too_low or too_high or (rule["kind"] == NUM and math.isinf(value)):
-        raise ValueError(f"{name}={value!r} is out of range: it must be {allowed}")
+        return f"{name}={value!r} is out of range: it must be {allowed}"
+    return None
 
 
-def _check_choices(cfg: DictConfig) -> None:
+def _check_choices(cfg: DictConfig, problems: list[str]) -> None:
     collector = OmegaConf.select(cfg, "run.collector", default=_ABSENT)
     if collector is not _ABSENT and collector not in COLLECTORS:
-        raise ValueError(f"run.collector={collector!r} is unknown; choose one of {list(COLLECTORS)}")
+        problems.append(f"run.collector={collector!r} is unknown; choose one of {list(COLLECTORS)}")
     backend = OmegaConf.select(cfg, "logger.backend", default=_ABSENT)
     if backend is not _ABSENT and backend not in (*BACKENDS, "", None):
-        raise ValueError(f"logger.backend={backend!r} is unknown; choose one of {list(BACKENDS)}")
+        problems.append(f"logger.backend={backend!r} is unknown; choose one of {list(BACKENDS)}")
     device = OmegaConf.select(cfg, "device", default=_ABSENT)
     if device is not _ABSENT and device != "auto":
         try:
             torch.device(device)
         except (RuntimeError, TypeError):
-            raise ValueError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:<index>") from None
+            problems.append(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:<index>")
 
 
-def _check_relations(cfg: DictConfig) -> None:
+def _check_relations(cfg: DictConfig, problems: list[str]) -> None:
     get = lambda name: OmegaConf.select(cfg, name, default=None)  # noqa: E731
     lo, hi = get("retnorm.perclo"), get("retnorm.perchi")
     if lo is not None and hi is not None and lo >= hi:
-        raise ValueError(f"retnorm.perclo={lo} must be below retnorm.perchi={hi}")
+        problems.append(f"retnorm.perclo={lo} must be below retnorm.perchi={hi}")
     size, batch, length = get("replay.size"), get("batch_size"), get("batch_length")
     if None not in (size, batch, length) and size < batch * (length + 1):
-        raise ValueError(f"replay.size={size} cannot hold one batch of windows: it must be >= batch_size * "
+        problems.append(f"replay.size={size} cannot hold one batch of windows: it must be >= batch_size * "
                          f"(batch_length + 1) = {batch * (length + 1)}")
     envs = get("run.envs")
     if size is not None and envs is not None and size // envs < length + 2:
-        raise ValueError(f"replay.size={size} over run.envs={envs} streams leaves {size // envs} rows per stream; "
+        problems.append(f"replay.size={size} over run.envs={envs} streams leaves {size // envs} rows per stream; "
                          f"a window needs batch_length + 2 = {length + 2}")
 
 
-def _check_ray(cfg: DictConfig) -> None:
+def _check_ray(cfg: DictConfig, problems: list[str]) -> None:
     """``run.collector=ray``: an address that is a string, streams that split over the workers, ray installed."""
     if OmegaConf.select(cfg, "run.collector", default=None) != "ray":
         return
     address = OmegaConf.select(cfg, "run.ray.address", default=None)
     if address is not None and not isinstance(address, str):
-        raise ValueError(f"run.ray.address={address!r} must be null (a local Ray cluster on loopback), auto or "
+        problems.append(f"run.ray.address={address!r} must be null (a local Ray cluster on loopback), auto or "
                          "host:port of a cluster started with `ray start --head`")
     workers, envs = OmegaConf.select(cfg, "run.ray.workers", default=1), OmegaConf.select(cfg, "run.envs", default=1)
     if envs % workers:
-        raise ValueError(f"run.envs={envs} streams do not split over run.ray.workers={workers}: run.envs must be a "
+        problems.append(f"run.envs={envs} streams do not split over run.ray.workers={workers}: run.envs must be a "
                          "multiple of run.ray.workers (each worker runs run.envs / run.ray.workers streams)")
     if importlib.util.find_spec("ray") is None:
-        raise ValueError('run.collector=ray needs ray, which is not installed: pip install -e ".[distributed]"')
+        problems.append('run.collector=ray needs ray, which is not installed: pip install -e ".[distributed]"')
 
 
-def _check_resume(cfg: DictConfig) -> None:
+def _check_resume(cfg: DictConfig, problems: list[str]) -> None:
     resume = OmegaConf.select(cfg, "resume", default=None)
     if resume in (None, ""):
         return
     if not isinstance(resume, str):
-        raise ValueError(f"resume={resume!r} must be a run directory (a path)")
-    path = Path(resume)
-    if not path.is_dir():
-        raise ValueError(f"resume={resume!r}: no such directory; give a run directory (or its checkpoint/ "
-                         "directory) of an earlier run")
-    if not list_checkpoints(path):
-        raise ValueError(f"resume={resume!r} holds no checkpoint (no checkpoint/step_*/state.pt nor "
-                         "checkpoint/state.pt); was the run saved?")
+        problems.append(f"resume={resume!r} must be a run directory (a path)")
+    elif not Path(resume).is_dir():
+        problems.append(f"resume={resume!r}: no such directory; give a run directory (or its checkpoint/ "
+                        "directory) of an earlier run")
+    elif not list_checkpoints(Path(resume)):
+        problems.append(f"resume={resume!r} holds no checkpoint (no checkpoint/step_*/state.pt nor "
+                        "checkpoint/state.pt); was the run saved?")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Checks every setting of ``cfg`` named in :data:`RULES`, ``loss_scales.*``, the choices
-    (``run.collector``, ``logger.backend``, ``device``), their relations, ``run.ray.*`` and ``resume``; creates
-    nothing."""
+class ConfigError(ValueError):
+    """Every bad setting of a config at once, one per line (a single one: its message alone)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        text = self.problems[0] if len(self.problems) == 1 else (
+            f"{len(self.problems)} settings are bad:\n" + "\n".join(f"  {p}" for p in self.problems))
+        super().__init__(text)
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """Every setting of ``cfg`` named in :data:`RULES` and ``loss_scales.*`` (type, range), the choices
+    (``run.collector``, ``logger.backend``, ``device``), their relations, ``run.ray.*`` and ``resume``: what is
+    wrong, one message per setting; creates nothing. Relations are checked once the values have their types."""
+    problems = []
     for name, rule in RULES.items():
         value = OmegaConf.select(cfg, name, default=_ABSENT)
         if value is not _ABSENT:
-            _check_value(name, value, rule)
+            problems.append(_check_value(name, value, rule))
     scales = OmegaConf.select(cfg, "loss_scales", default=None)
     for key in scales or {}:
-        _check_value(f"loss_scales.{key}", scales[key], LOSS_SCALE)
-    _check_choices(cfg)
-    _check_relations(cfg)
-    _check_ray(cfg)
-    _check_resume(cfg)
+        problems.append(_check_value(f"loss_scales.{key}", scales[key], LOSS_SCALE))
+    problems = [p for p in problems if p]
+    _check_choices(cfg, problems)
+    if not problems:
+        _check_relations(cfg, problems)
+        _check_ray(cfg, problems)
+    _check_resume(cfg, problems)
+    return problems
 
 
-def check_resumed_model_size(size: str, checkpoint_meta: dict) -> None:
-    """``size``: this run's *resolved* model size (``setup.resolve_size``); the checkpoint's ``meta["model_size"]``
-    was resolved the same way when it was saved. ``size=auto`` resolves per device kind, so comparing the
-    written ``model.size`` would let ``auto`` on a GPU continue a CPU run and fail inside ``load_state_dict``."""
-    saved = checkpoint_meta.get("model_size")
-    if saved is not None and saved != size:
-        raise ValueError(f"resume: the run was trained with model size {saved!r}, this config resolves to {size!r}"
-                         f" (model.size=auto picks by device); pass size={saved} to continue it")
+def check_config(cfg: DictConfig) -> None:
+    """Raises one :class:`ConfigError` naming every problem :func:`config_problems` finds."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems)

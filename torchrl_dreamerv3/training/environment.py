@@ -1,97 +1,17 @@
-"""Where a run's envs come from: a preset name, a gymnasium id, a Hydra ``_target_``, or a Python factory.
+"""Deprecated path, kept for imports written before the move: the code lives in
+:mod:`torchrl_dreamerv3.training.collection.environment`.
 
-Every source ends as a seeded :class:`~torchrl_dreamerv3.envs.EpisodeStream`; ``run.envs`` of them
-are stacked into one ``SerialEnv`` (``run.collector=sync``), spread over worker processes
-(``run.collector=multisync``, which needs a picklable factory) or over Ray actors (``run.collector=ray``,
-:mod:`.ray_collection`).
+Here ``make_collector`` still takes a Hydra config (its plan's collection settings are made first).
 """
-from __future__ import annotations
-
-import functools
-from collections.abc import Callable
-
-import torch
-from omegaconf import DictConfig, OmegaConf
-from torchrl.collectors import Collector, MultiSyncCollector
-from torchrl.envs import EnvBase, SerialEnv, TransformedEnv
-
-from ..envs import make_env
-from ..envs.any_env import as_episode_stream, check_observation_spec
-from ..modules import DreamerV3Modules, DreamerV3Policy, make_state_primer
-
-__all__ = ["EnvFactory", "env_factory", "make_train_env", "make_eval_env", "with_primer", "make_collector"]
-
-#: ``seed -> env``: any TorchRL env (wrapped into an EpisodeStream when it is not one).
-EnvFactory = Callable[[int], EnvBase]
+from .collection.environment import *  # noqa: F401,F403
+from .collection.environment import __all__  # noqa: F401
+from .collection.environment import CollectionSettings, make_collector as _make_collector
 
 
-def _preset_env(env_cfg: dict, seed: int) -> EnvBase:
-    kwargs = dict(env_cfg)
-    return make_env(kwargs.pop("name"), seed=seed, **kwargs)
+def make_collector(settings, make, env, policy, device, version=None):
+    """:func:`torchrl_dreamerv3.training.collection.environment.make_collector` of ``settings`` or of a config's plan."""
+    if not isinstance(settings, CollectionSettings):
+        from .plan import make_plan
 
-
-def _target_env(env_cfg: dict, seed: int) -> EnvBase:
-    from hydra.utils import instantiate
-
-    kwargs = {k: v for k, v in env_cfg.items() if k != "name"}
-    return instantiate(kwargs)
-
-
-def _seeded_stream(make: EnvFactory, seed: int) -> EnvBase:
-    stream = as_episode_stream(make(seed))
-    stream.set_seed(seed)
-    return stream
-
-
-def env_factory(cfg: DictConfig, env_fn: EnvFactory | None = None) -> EnvFactory:
-    """``seed -> EpisodeStream`` for this run: ``env_fn`` if given, else ``env._target_``, else the preset."""
-    if env_fn is not None:
-        return functools.partial(_seeded_stream, env_fn)
-    env_cfg = {k: v for k, v in OmegaConf.to_container(cfg.env, resolve=True).items() if v is not None}
-    if "_target_" in env_cfg:
-        return functools.partial(_seeded_stream, functools.partial(_target_env, env_cfg))
-    return functools.partial(_preset_env, env_cfg)  # presets come seeded
-
-
-def make_train_env(make: EnvFactory, envs: int, seed: int) -> EnvBase:
-    """``envs`` streams seeded ``seed + i`` (a ``SerialEnv`` when more than one); observations checked."""
-    env = make(seed) if envs == 1 else SerialEnv(envs, [functools.partial(make, seed + i) for i in range(envs)])
-    check_observation_spec(env)
-    return env
-
-
-def make_eval_env(make: EnvFactory, seed: int, agent: DreamerV3Modules) -> EnvBase:
-    """One stream on seeds of its own (``seed + 10_000``), with the policy's state primer."""
-    return with_primer(make(seed + 10_000), agent)
-
-
-def with_primer(env: EnvBase, agent: DreamerV3Modules) -> TransformedEnv:
-    return TransformedEnv(env, make_state_primer(agent))
-
-
-def _primed_env(make: EnvFactory, seed: int, agent: DreamerV3Modules) -> EnvBase:
-    return with_primer(make(seed), agent)
-
-
-def _primed_streams(make: EnvFactory, agent: DreamerV3Modules, first_seed: int, streams: int) -> EnvBase:
-    return with_primer(make_train_env(make, streams, first_seed), agent)
-
-
-def make_collector(cfg: DictConfig, make: EnvFactory, env: EnvBase, policy: DreamerV3Policy,
-                   device: torch.device, version: Callable[[], int] | None = None):
-    """Sync ``Collector`` over ``env`` (default), a ``MultiSyncCollector`` with one stream per worker, or Ray
-    actors (``run.collector=ray``) that get ``policy``'s weights whenever ``version()`` (the update count) moved."""
-    frames = cfg.run.envs * cfg.run.steps_per_collect
-    # The policy's carry comes from make_state_primer, so the collector must not add transforms of its own.
-    common = dict(frames_per_batch=frames, total_frames=-1, compact_obs=True, storing_device="cpu",
-                  policy_device=device, auto_register_policy_transforms=False)
-    if cfg.run.collector == "sync":
-        return Collector(with_primer(env, policy.agent), policy, env_device="cpu", **common)
-    if not env.is_closed:  # the workers build their own (a SerialEnv whose workers never started is closed)
-        env.close()
-    if cfg.run.collector == "ray":
-        from .ray_collection import make_ray_collector  # ray is an optional extra
-
-        return make_ray_collector(cfg, functools.partial(_primed_streams, make, policy.agent), policy, version)
-    factories = [functools.partial(_primed_env, make, cfg.seed + i, policy.agent) for i in range(cfg.run.envs)]
-    return MultiSyncCollector(factories, policy, cat_results="stack", **common)
+        settings = make_plan(settings, device).collection
+    return _make_collector(settings, make, env, policy, device, version=version)

@@ -1,7 +1,7 @@
 """The collectives of data-parallel training: gradient all-reduce, gathered return percentiles, state checks.
 
 Each works in a single process too (no process group: a no-op or the local value). See
-:mod:`torchrl_dreamerv3.training.distributed` for why these two points need a collective and the rest does not.
+:mod:`torchrl_dreamerv3.training.compute.distributed` for why these two points need a collective and the rest does not.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.distributed as dist
 
-from ..objectives.actor_loss import ReturnNormalizer
+from ...objectives.actor_loss import ReturnNormalizer
 
 __all__ = ["GradSync", "GatheredReturnNormalizer", "all_gather_flat", "global_mean", "fingerprint", "broadcast_state"]
 

@@ -12,7 +12,7 @@ __all__ = ["plot_returns", "plot_curves", "bin_runs", "read_returns_csv"]
 def read_returns_csv(path: str | os.PathLike) -> tuple[list[float], list[float]]:
     """``(steps, returns)`` from a ``step,return[,...]`` CSV (a header line, if any, is skipped).
 
-    Reads both :class:`~torchrl_dreamerv3.training.logging.MetricLogger`'s ``episodes.csv`` and
+    Reads both :class:`~torchrl_dreamerv3.training.reporting.logging.MetricLogger`'s ``episodes.csv`` and
     TorchRL CSVLogger's ``scalars/episode/return.csv``.
     """
     steps, returns = [], []

@@ -14,7 +14,7 @@ Files under ``<log_dir>/<exp_name>/`` (the *run dir*) with the ``csv`` backend:
 ``videos/<name>_<step>.gif``                the same video as a GIF (written by :class:`MetricLogger`
                                             for every backend)
 ``episodes.csv``                            ``step,return,length`` with a header (MetricLogger, every
-                                            backend); :func:`~torchrl_dreamerv3.training.report.read_returns_csv`
+                                            backend); :func:`~torchrl_dreamerv3.training.reporting.report.read_returns_csv`
                                             reads it
 =========================================== ==========================================================
 
@@ -32,12 +32,12 @@ from collections.abc import Mapping
 
 import torch
 
+from . import BACKENDS
 from .report import plot_returns, save_gif
 
 __all__ = ["BACKENDS", "make_logger", "make_metric_logger", "MetricLogger", "MetricMean", "cut_episodes_csv",
            "wandb_resume_kwargs"]
 
-BACKENDS = ("csv", "tensorboard", "wandb", "none")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 

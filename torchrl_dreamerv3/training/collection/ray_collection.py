@@ -24,11 +24,10 @@ import importlib.util
 from collections.abc import Callable, Iterator
 
 import torch
-from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
-from ..modules import DreamerV3Policy
+from ...modules import DreamerV3Policy
 
 __all__ = ["INSTALL_HINT", "ray_installed", "ray_init_config", "WeightPushingCollector", "make_ray_collector"]
 
@@ -87,7 +86,7 @@ class WeightPushingCollector:
         self.collector.shutdown()
 
 
-def make_ray_collector(cfg: DictConfig, worker_env: Callable[[int, int], EnvBase], policy: DreamerV3Policy,
+def make_ray_collector(settings, worker_env: Callable[[int, int], EnvBase], policy: DreamerV3Policy,
                        version: Callable[[], int] | None = None) -> WeightPushingCollector:
     """``run.ray.workers`` remote collectors over ``run.envs`` streams; starts or joins Ray (``run.ray.address``).
 
@@ -98,19 +97,20 @@ def make_ray_collector(cfg: DictConfig, worker_env: Callable[[int, int], EnvBase
     from torchrl.collectors import Collector
     from torchrl.collectors.distributed import RayCollector
 
-    workers = int(cfg.run.ray.workers)
-    per_worker = cfg.run.envs // workers
+    s = settings  # the run plan's CollectionSettings
+    workers = s.ray_workers
+    per_worker = s.envs // workers
     # Actors may run on hosts without a GPU: they get a CPU copy of the policy (a CUDA module would not unpickle).
     remote_policy = policy if next(policy.parameters()).device.type == "cpu" else copy.deepcopy(policy).cpu()
-    factories = [functools.partial(worker_env, cfg.seed + w * per_worker, per_worker) for w in range(workers)]
+    factories = [functools.partial(worker_env, s.seed + w * per_worker, per_worker) for w in range(workers)]
     collector = RayCollector(
         factories, remote_policy, collector_class=Collector, sync=True,
-        frames_per_batch=cfg.run.envs * cfg.run.steps_per_collect,
+        frames_per_batch=s.per_batch,
         total_frames=2**62,  # RayCollector stops at total_frames (-1 would yield nothing); the loop stops it
         device="cpu", storing_device="cpu", env_device="cpu", policy_device="cpu",
         # the policy's carry comes from make_state_primer, so the collectors must not add transforms of their own
         collector_kwargs=dict(compact_obs=True, auto_register_policy_transforms=False),
         remote_configs=dict(num_cpus=1, num_gpus=0),
-        ray_init_config=ray_init_config(cfg.run.ray.address, workers),
+        ray_init_config=ray_init_config(s.ray_address, workers),
     )
-    return WeightPushingCollector(collector, policy, cfg.run.envs, version)
+    return WeightPushingCollector(collector, policy, s.envs, version)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tensordict import TensorDictBase
 
-from .durable import CheckpointError
+from ..durable import CheckpointError
 
 __all__ = ["save_replay", "load_replay", "save_replay_rows", "load_replay_rows", "replay_feature_spec"]
 
