@@ -118,11 +118,13 @@ def _pinned(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
 
 
-def ours_command(task: dict, seed: int, steps: int, logdir: Path, lr: float | None, core: int | None) -> list[str]:
+def ours_command(task: dict, seed: int, steps: int, logdir: Path, lr: float | None, core: int | None,
+                 extra: tuple[str, ...] = ()) -> list[str]:
+    """Our main job with the task's settings; ``extra`` Hydra overrides go last (they win)."""
     lr_override = [f"opt.lr={lr}"] if lr is not None else []
     return [*_pinned(core), sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), *task["ours"],
             *lr_override, f"seed={seed}", f"run.steps={steps}", f"logdir={logdir}", "threads=1",
-            "run.log_every=60", "run.report_every=1000000", "run.eval_every=0", "device=cpu"]
+            "run.log_every=60", "run.report_every=1000000", "run.eval_every=0", "device=cpu", *extra]
 
 
 def reference_command(task: dict, seed: int, steps: int, logdir: Path, lr: float | None, core: int | None,
@@ -309,16 +311,22 @@ def main() -> None:
     parser.add_argument("--cores", type=int, nargs=2, default=[0, 1], metavar=("OURS", "REFERENCE"))
     parser.add_argument("--name", default=None, help="results/side_by_side_<name>* (default: task[_lr<lr>])")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "side_by_side")
+    parser.add_argument("--ours-overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra overrides for our side only, e.g. run.steps_per_collect=1 (name the run)")
+    parser.add_argument("--reference-from", default=None, metavar="NAME",
+                        help="read the reference's runs from runs/side_by_side/NAME (e.g. to test an override of ours "
+                             "against reference runs already made)")
     args = parser.parse_args()
 
     task, steps = TASKS[args.task], args.steps or TASKS[args.task]["steps"]
     name = args.name or (args.task + (f"_lr{args.lr:g}" if args.lr is not None else ""))
     rundir = args.runs / name
+    reference_dir = args.runs / (args.reference_from or name)
     sides = {"ours": ["ours"], "reference": ["reference"], "collect": []}.get(args.only, list(SIDES))
     threads = []
     if "ours" in sides:
-        cmds = [(s, ours_command(task, s, steps, rundir / f"ours_s{s}", args.lr, args.cores[0]), rundir / f"ours_s{s}")
-                for s in args.seeds]
+        cmds = [(s, ours_command(task, s, steps, rundir / f"ours_s{s}", args.lr, args.cores[0],
+                                 tuple(args.ours_overrides)), rundir / f"ours_s{s}") for s in args.seeds]
         threads.append(threading.Thread(target=run_side, args=(cmds, dict(os.environ), "ours")))
     if "reference" in sides:
         if not args.reference_python or not Path(args.reference_python).exists():
@@ -327,8 +335,9 @@ def main() -> None:
         launcher, tree = reference_paths(args.reference)
         env = dict(os.environ, OFFICIAL_SRC=str(tree), XLA_FLAGS="--xla_cpu_multi_thread_eigen=false",
                    OMP_NUM_THREADS="1")
-        cmds = [(s, reference_command(task, s, steps, rundir / f"reference_s{s}", args.lr, args.cores[1], launcher,
-                                      args.reference_python), rundir / f"reference_s{s}") for s in args.seeds]
+        cmds = [(s, reference_command(task, s, steps, reference_dir / f"reference_s{s}", args.lr, args.cores[1],
+                                      launcher, args.reference_python), reference_dir / f"reference_s{s}")
+                for s in args.seeds]
         threads.append(threading.Thread(target=run_side, args=(cmds, env, "reference")))
     for thread in threads:
         thread.start()
@@ -338,7 +347,7 @@ def main() -> None:
     runs = {}
     for seed in args.seeds:
         runs[("ours", seed)] = read_ours(rundir / f"ours_s{seed}")
-        runs[("reference", seed)] = read_reference(rundir / f"reference_s{seed}", task["frames"])
+        runs[("reference", seed)] = read_reference(reference_dir / f"reference_s{seed}", task["frames"])
     missing = [f"{side} seed {seed}" for (side, seed), (episodes, _) in runs.items() if not episodes]
     if missing:
         print(f"no episodes yet for: {', '.join(missing)} (under {rundir})")

@@ -23,6 +23,9 @@ def test_the_commands_give_both_sides_the_same_settings(sbs, tmp_path):
     cart = sbs.TASKS["cartpole"]
     assert "opt.lr=3e-4" in sbs.ours_command(cart, 0, 10, tmp_path, None, None)  # the task's own lr when not given
     assert "--agent.opt.lr" in sbs.reference_command(cart, 0, 10, tmp_path, None, None, Path("l"), "p")
+    # an override of ours goes last, so it wins over the task's settings
+    extra = sbs.ours_command(cart, 0, 10, tmp_path, None, None, ("run.steps_per_collect=1", "run.train_ratio=128"))
+    assert extra[-2:] == ["run.steps_per_collect=1", "run.train_ratio=128"] and "run.train_ratio=256" in extra
 
 
 def test_the_reference_log_maps_onto_our_names(sbs, tmp_path):
