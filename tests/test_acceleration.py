@@ -192,3 +192,27 @@ def test_settings_from_config():
     assert Acceleration.from_config({"compile": {"enabled": "auto"}}, "cuda").compile
     with pytest.raises(ValueError, match="multisync"):
         Acceleration.from_config(dict(multisync, compile={"enabled": True}), "cpu")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bfloat16"), (False, True, "bfloat16"),
+                                                         (False, False, "float32")])
+def test_precision_auto_follows_the_cpus_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    acc = Acceleration.from_config({"precision": "auto"}, "cpu")
+    assert acc.precision == expected
+    # the run's start line says what auto chose and why
+    assert f"precision=auto: {expected}" in acc.describe()
+    found = " and ".join(name for name, has in (("avx512_bf16", avx512_bf16), ("amx", amx)) if has)
+    assert acc.note.endswith(f"(CPU with {found})" if found else "(CPU without avx512_bf16 or amx)")
+
+
+def test_precision_auto_on_cuda_needs_compute_capability_8(monkeypatch):
+    from torchrl_dreamerv3.training.compute.acceleration import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert resolve_precision("auto", "cuda")[0] == "float32"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    precision, note = resolve_precision("auto", "cuda")
+    assert precision == "bfloat16" and "9.0" in note
+    assert resolve_precision("float32", "cuda") == ("float32", None)  # an explicit choice is kept, silently

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 __all__ = ["PRECISIONS", "COMPILE_MODES", "Acceleration", "accelerate", "enable_tf32", "compiled_graphs",
-           "graph_breaks", "f32_output_modules"]
+           "graph_breaks", "f32_output_modules", "native_bf16", "resolve_precision"]
 
 PRECISIONS = ("float32", "bfloat16")
 #: torch.compile modes; ``reduce-overhead`` adds CUDA graphs (CUDA only).
@@ -41,12 +41,42 @@ _CACHE_ENTRIES = 64
 _ALIASES = {"f32": "float32", "fp32": "float32", "bf16": "bfloat16"}
 
 
+def native_bf16(device: torch.device | str) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 natively, and what says so.
+
+    CUDA: compute capability 8.0 or newer (Ampere on; older cards emulate bf16). CPU: the instructions
+    oneDNN's bf16 kernels use, AVX512-BF16 or AMX (torch reports both; without them bf16 is converted to
+    float32 around every op and is slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return major >= 8, f"CUDA compute capability {major}.{minor}"
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        avx512_bf16 = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+        amx = bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+        found = [name for name, has in (("avx512_bf16", avx512_bf16), ("amx", amx)) if has]
+        return bool(found), f"CPU with {' and '.join(found)}" if found else "CPU without avx512_bf16 or amx"
+    return False, f"{device.type} (bf16 not checked)"
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> tuple[str, str | None]:
+    """``auto``: bfloat16 where the device computes it natively (:func:`native_bf16`), else float32.
+    Returns ``(precision, note)``, the note saying what ``auto`` chose and why (None otherwise)."""
+    if precision != "auto":
+        return precision, None
+    native, why = native_bf16(device)
+    chosen = "bfloat16" if native else "float32"
+    return chosen, f"precision=auto: {chosen} ({why})"
+
+
 @dataclasses.dataclass(frozen=True)
 class Acceleration:
     """Resolved compute settings for one device.
 
     Args:
-        precision: ``float32`` | ``bfloat16`` (aliases ``f32``, ``bf16``).
+        precision: ``float32`` | ``bfloat16`` (aliases ``f32``, ``bf16``); the config's ``auto`` is resolved
+            by :func:`resolve_precision` before it gets here.
         compile: compile the per-step pieces (see the module docstring).
         mode: the torch.compile mode (:data:`COMPILE_MODES`).
         backend: the torch.compile backend; ``inductor`` generates kernels, ``aot_eager`` only traces
@@ -59,6 +89,7 @@ class Acceleration:
     mode: str = "default"
     backend: str = "inductor"
     device_type: str = "cpu"
+    note: str | None = None  # what precision=auto chose, and why
 
     def __post_init__(self):
         precision = _ALIASES.get(self.precision, self.precision)
@@ -86,8 +117,9 @@ class Acceleration:
         elif enabled and pickled:
             raise ValueError(f"compile.enabled=true cannot run with run.collector={collector} (the compiled policy "
                              "does not pickle into the env processes); use compile.enabled=false or auto")
-        return cls(precision=cfg.get("precision", "float32"), compile=enabled, mode=section.get("mode", "default"),
-                   backend=section.get("backend", "inductor"), device_type=device.type)
+        precision, note = resolve_precision(cfg.get("precision", "float32"), device)
+        return cls(precision=precision, compile=enabled, mode=section.get("mode", "default"),
+                   backend=section.get("backend", "inductor"), device_type=device.type, note=note)
 
     @property
     def bf16(self) -> bool:
@@ -101,7 +133,8 @@ class Acceleration:
 
     def describe(self) -> str:
         compiled = f"compile {self.mode} ({self.backend})" if self.compile else "eager"
-        return f"{self.precision}, {compiled} on {self.device_type}"
+        chosen = f" [{self.note}]" if self.note else ""
+        return f"{self.precision}{chosen}, {compiled} on {self.device_type}"
 
 
 def enable_tf32() -> None:
