@@ -94,7 +94,8 @@ class Acceleration:
     def __post_init__(self):
         precision = _ALIASES.get(self.precision, self.precision)
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS} (or f32/bf16), got {self.precision!r}")
+            raise ValueError(f"precision must be one of {PRECISIONS} (or f32/bf16), or auto in the config, "
+                             f"got {self.precision!r}")
         object.__setattr__(self, "precision", precision)
         if self.mode not in COMPILE_MODES:
             raise ValueError(f"compile.mode must be one of {COMPILE_MODES}, got {self.mode!r}")
