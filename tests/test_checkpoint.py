@@ -160,6 +160,8 @@ def test_replay_content_damage_and_count_and_spec_mismatches_are_errors(tmp_path
     wrong = dict(spec, obs=((4,), torch.float32))
     with pytest.raises(CheckpointError, match=r"obs.bin holds torch.float32 \(3,\) per row, expected torch.float32 \(4,\)"):
         _load(tmp_path, _replay(), replay_spec=wrong)
+    with pytest.raises(CheckpointError, match=r"obs.bin holds torch.float32 \(3,\) per row, expected torch.float32 \(4,\)"):
+        _load(tmp_path, _replay(), replay_spec=_batch(0, features=4))  # the observations themselves, as run.py gives
     with pytest.raises(CheckpointError, match=r"storage of shape \(200, 2\).*replay.size or run.envs"):
         _load(tmp_path, _replay(capacity=800))
     raw = bytearray((path / "replay" / "obs.bin").read_bytes())

@@ -36,10 +36,10 @@ class Ratio(TrainRatio):
         super().__init__(1, 1, PER_UPDATE)
         self.first = None
 
-    def __call__(self, step):
+    def __call__(self, step, at_most=None):
         if self.prev is None:
             self.first = step
-        return super().__call__(step)
+        return super().__call__(step, at_most)
 
 
 class Rows:

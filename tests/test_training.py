@@ -148,6 +148,15 @@ def test_train_ratio_counts_trained_steps_per_env_step():
     assert [clone(s) for s in range(4225, 4300)] == [ratio(s) for s in range(4225, 4300)]
 
 
+def test_train_ratio_cap_keeps_the_rest_owed():
+    # 1 update per 4 env steps; at step 100, 25 are owed after the first call's 1 at step 0
+    capped, plain = TrainRatio(4, 1, 16), TrainRatio(4, 1, 16)
+    assert capped(0) == plain(0) == 1
+    grants = [capped(100, at_most=10) for _ in range(4)]
+    assert grants == [10, 10, 5, 0]  # nothing lost, nothing granted twice
+    assert plain(100) == sum(grants) == 25 and capped.prev == plain.prev
+
+
 # ---------------------------------------------------------------- DreamerV1 / V2 presets (configs/algo)
 
 @pytest.mark.parametrize("algo", ["dreamerv1", "dreamerv2", "dreamerv2_dmc"])

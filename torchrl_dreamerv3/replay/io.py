@@ -209,9 +209,12 @@ def save_replay(replay, directory: str | os.PathLike) -> dict:
 
 
 def load_replay(replay, directory: str | os.PathLike, *, expected_len: int | None = None,
-                spec: dict | None = None) -> int:
+                spec=None) -> int:
     """:func:`load_replay_rows` for one buffer or every stream of an ensemble; streams step together, so
-    each must hold ``expected_len / streams`` env steps."""
+    each must hold ``expected_len / streams`` env steps. ``spec``: a :func:`replay_feature_spec` dict, or
+    the TensorDict (or TorchRL spec) it is read from, its batch dims leading."""
+    if spec is not None and not isinstance(spec, dict):
+        spec = replay_feature_spec(spec)
     members = _members(replay)
     if members is None:
         return load_replay_rows(replay, directory, expected_len=expected_len, spec=spec)

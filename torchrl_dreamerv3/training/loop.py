@@ -5,7 +5,8 @@
         add_to_replay(run, batch)             # 2. each batch into the replay (NaN-checked first)
     for each update the train ratio owes:     # 3. train_at_ratio: collection.updates_due() on the steps stored,
         sample, update, write back            # 4. then per update: replay.sample -> learner.update -> write_back
-    record_episodes, log, report, evaluate, checkpoint   # each on its own cadence
+    record_episodes, log, report, evaluate    # each on its own cadence
+    at a checkpoint: pause collection, add what the thread gathered, save   # a consistent cut
 
 What is built is in :mod:`.run` (from the plan of :mod:`.plan`); the pacing of collection against updates
 in :mod:`.collection.sync` / :mod:`.collection.parallel`; one update in :mod:`torchrl_dreamerv3.agent.learner`.
@@ -63,7 +64,11 @@ def train(cfg: DictConfig | RunPlan, env_fn: EnvFactory | None = None,
                 # under torchrun every rank must take the same decision at the same round (dp.any)
                 stopping, done = run.dp.any(stop.requested), not owed and run.collection.finished
                 if stopping or done or run.dp.any(time.time() - run.clock["save"] >= run.plan.loop.save_every):
-                    save(run)
+                    with run.collection.pause():  # a consistent cut: replay rows == env steps counted
+                        for batch in run.collection.take_collected():  # what the thread gathered before the cut
+                            add_to_replay(run, batch)
+                        record_episodes(run)
+                        save(run)
                 if stopping or done:
                     break
     except BaseException:
@@ -155,17 +160,14 @@ def evaluate_on_cadence(run: Run) -> None:
 
 
 def save(run: Run) -> None:
-    """A consistent cut: collection paused, so replay rows == env steps counted and the ratio matches."""
+    """Checkpoints the run; called with the collection paused (the loop's cut), so the replay's rows, the env
+    steps counted and the ratio agree."""
     plan = run.plan
-    with run.collection.pause():
-        for batch in run.collection.take_collected():  # what the collector thread gathered before the cut
-            add_to_replay(run, batch)
-        record_episodes(run)
-        if run.dp.is_main:  # the other ranks hold the same learner state (under torchrun)
-            save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
-                            replay=run.replay if plan.loop.checkpoint_replay else None, keep=plan.loop.checkpoint_keep,
-                            meta={"model_size": plan.model_size, "plan": dict(plan.identity)})
-        run.dp.barrier()  # no rank exits before rank 0 has saved
+    if run.dp.is_main:  # the other ranks hold the same learner state (under torchrun)
+        save_checkpoint(run.logdir / "checkpoint", learner=run.learner, counters=run.counters, ratio=run.ratio,
+                        replay=run.replay if plan.loop.checkpoint_replay else None, keep=plan.loop.checkpoint_keep,
+                        meta={"model_size": plan.model_size, "plan": dict(plan.identity)})
+    run.dp.barrier()  # no rank exits before rank 0 has saved
     run.logger.plot_returns(title=f"DreamerV3 {plan.env_name}")
     run.clock["save"] = time.time()
 

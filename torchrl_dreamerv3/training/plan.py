@@ -27,7 +27,7 @@ from ..agent.settings import LossSettings
 from ..modules import ModelConfig
 from ..replay.settings import ReplaySettings
 from .collection.settings import CollectionSettings
-from .compute.acceleration import Acceleration
+from .compute.settings import Acceleration
 from .config_checks import ConfigError, config_problems
 
 __all__ = ["LoopSettings", "RunPlan", "make_plan", "as_plan", "resolve_device", "resolve_size",

@@ -20,7 +20,6 @@ from ..agent.learner import DreamerLearner, make_learner
 from ..envs.any_env import model_observation_keys
 from ..modules import DreamerV3Modules, DreamerV3Policy, PrefillActor
 from ..replay.buffer import make_replay
-from ..replay.io import replay_feature_spec
 from .collection.environment import EnvFactory, env_factory, make_collector, make_train_env
 from .collection.parallel import ParallelCollection
 from .collection.ratio import TrainRatio
@@ -101,9 +100,9 @@ def _build(plan: RunPlan, logdir: Path, lock: RunLock | None, dp: DataParallel, 
 
 def _resume(run: Run, env) -> None:
     """Loads the newest complete checkpoint (its replay checked against the env's observation spec)."""
-    spec = replay_feature_spec(env.observation_spec.zero().select(*run.agent.obs_keys), len(env.batch_size))
+    observations = env.observation_spec.zero().select(*run.agent.obs_keys)  # batch dims: the env's
     loaded = load_checkpoint(run.plan.resume, learner=run.learner, ratio=run.ratio, replay=run.replay,
-                             replay_spec=spec)
+                             replay_spec=observations)
     run.counters.update({k: loaded[k] for k in run.counters})
     tqdm.tqdm.write(f"resumed from {loaded['checkpoint']} at {run.env_steps} env steps")
     if not loaded["replay_restored"]:
@@ -116,7 +115,7 @@ def _resume(run: Run, env) -> None:
     run.logger.plot_returns(title=f"DreamerV3 {run.plan.env_name}")
 
 
-def _start_prefill(run: Run, env) -> None:
+def _start_prefill(run: Run) -> None:
     """DreamerV1/V2: a uniformly random agent fills the replay first; training waits for it."""
     c = run.plan.collection
     run.prefill = c.prefill
@@ -191,7 +190,7 @@ def start_run(plan: RunPlan, env_fn: EnvFactory | None = None,
     if dp.world_size > 1:
         dp.attach(run.learner)  # rank 0's state everywhere, gradient all-reduce before AGC, global percentiles
         torch.manual_seed(rank_seed(plan.seed, dp.rank) + run.counters["updates"])  # imagination noise apart
-    _start_prefill(run, env)
+    _start_prefill(run)
     if dp.is_main:
         _announce(run)
     # remote workers (run.collector=ray) get the weights after each training round: when the update count moved

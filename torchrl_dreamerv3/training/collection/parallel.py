@@ -137,12 +137,9 @@ class ParallelCollection(SyncCollection):
             self._raise_if_failed()
             if not self.ready():
                 return 0
-            owed = self.ratio(self.env_steps)
-            if self.round_updates is not None and owed > self.round_updates:
-                # the rest stays owed: a round of max_ahead's worth of updates (hundreds on small
-                # tasks) would hold back logging, evaluation and checkpoints for minutes
-                self.ratio.refund(owed - self.round_updates)
-                owed = self.round_updates
+            # capped, the rest staying owed: a round of max_ahead's worth of updates (hundreds on small
+            # tasks) would hold back logging, evaluation and checkpoints for minutes
+            owed = self.ratio(self.env_steps, at_most=self.round_updates)
             self._pending += owed
             return owed
 

@@ -15,6 +15,8 @@ class TrainRatio:
         >>> ratio = TrainRatio(train_ratio=256, batch_size=16, batch_length=64)  # 1 update / 4 steps
         >>> [ratio(step) for step in (1024, 1025, 1027, 1028, 1040)]
         [1, 0, 0, 1, 3]
+        >>> ratio(1052, at_most=2), ratio(1052)  # 3 owed: 2 now, 1 left owed
+        (2, 1)
     """
 
     def __init__(self, train_ratio: float, batch_size: int, batch_length: int):
@@ -23,11 +25,15 @@ class TrainRatio:
         self.ratio = train_ratio / (batch_size * batch_length)
         self.prev: float | None = None
 
-    def __call__(self, step: int) -> int:
+    def __call__(self, step: int, at_most: int | None = None) -> int:
+        """The updates owed at env step ``step``, counted as run; ``at_most`` caps them and the rest stays
+        owed (the next call returns it)."""
         if self.prev is None:
             self.prev = step
             return 1
         repeats = int((step - self.prev) * self.ratio)
+        if at_most is not None:
+            repeats = min(repeats, at_most)
         self.prev += repeats / self.ratio
         return repeats
 

@@ -1,2 +1,2 @@
 """Compute: data parallelism under torchrun (``distributed``, ``collectives``) and bf16/compile/TF32
-(``acceleration``)."""
+(``settings`` decides them, ``acceleration`` applies them)."""

@@ -181,12 +181,13 @@ def _load_one(directory: Path, learner, ratio, replay, replay_spec) -> dict:
             "meta": state.get("meta", {})}
 
 
-def load_checkpoint(path: str | os.PathLike, *, learner, ratio, replay=None, replay_spec: dict | None = None) -> dict:
+def load_checkpoint(path: str | os.PathLike, *, learner, ratio, replay=None, replay_spec=None) -> dict:
     """Restores the newest complete checkpoint of ``path`` (a run dir, its ``checkpoint/`` dir or one
     ``step_*`` dir); returns its counters plus ``replay_restored``, ``checkpoint`` (the dir loaded) and ``meta``.
 
     A damaged checkpoint (empty or unreadable ``state.pt``, replay files that fail their checks against the
-    counters or ``replay_spec``; see :func:`~torchrl_dreamerv3.replay.io.load_replay_rows`) is
+    counters or ``replay_spec``, a feature-spec dict or a TensorDict of the observations to expect; see
+    :func:`~torchrl_dreamerv3.replay.io.load_replay`) is
     skipped with a warning for the one before it; :class:`CheckpointError` when none is left.
     """
     candidates = list_checkpoints(path)
