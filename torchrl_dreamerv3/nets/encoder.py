@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchrl_dreamerv3.functional.pooling import max_pool2x2
 from torchrl_dreamerv3.functional.symlog import symlog
 from torchrl_dreamerv3.nets.layers import MLP, ChannelRMSNorm, Conv2d
 
@@ -197,7 +198,7 @@ class MultiEncoder(nn.Module):
         for conv, norm in zip(self.convs, self.norms):
             x = conv(x)
             if not self.strided:
-                x = F.max_pool2d(x, 2)
+                x = max_pool2x2(x)  # F.max_pool2d(x, 2) without holding x for the backward
             x = F.silu(norm(x))
         # NCHW logical view of NHWC memory: permuting back gives a free (h, w, c) flatten.
         return x.permute(0, 2, 3, 1).reshape(n, -1)
