@@ -54,15 +54,34 @@ def test_rms_norm_act_equals_rms_norm_and_silu(shape, act):
 
 
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
-def test_channel_rms_norm_is_per_pixel_rms_norm(memory_format):
+@pytest.mark.parametrize("act", [False, True])
+def test_channel_rms_norm_is_per_pixel_rms_norm(memory_format, act):
     torch.manual_seed(0)
-    norm = ChannelRMSNorm(8)
+    norm = ChannelRMSNorm(8, act=act)
     torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
     x = torch.randn(64, 8, 12, 10).contiguous(memory_format=memory_format).requires_grad_()
     fast = norm(x)
     plain = x * torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-4) * norm.weight[:, None, None]
+    plain = F.silu(plain) if act else plain
     torch.testing.assert_close(fast, plain, **TOL)
     _close(_grads(fast, (x, norm.weight)), _grads(plain, (x, norm.weight)), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_norm_act_keeps_only_its_input_for_the_backward():
+    # SiLU's input is recomputed in the backward: of the tensors the size of x, only x itself is held
+    x = torch.randn(_FUSED_NORM_MIN_NUMEL // 64 + 5, 64)
+    w = torch.ones(64, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer_input = (x * 1.0).requires_grad_()
+        rms_norm_act(layer_input, w, 1e-4, act=True)
+    full_size = [t for t in saved if t.shape == x.shape]
+    assert len(full_size) == 1 and full_size[0] is layer_input
 
 
 def test_small_class_softmax_equals_torch():

@@ -167,7 +167,7 @@ def test_encoder_preprocessing_and_key_order():
 def test_encoder_tokens_are_vector_then_hwc_flattened_image():
     enc = MultiEncoder({"img": (3, 32, 32), "vec": (4,)}, depth=2, layers=1, units=8)
     last = []
-    enc.norms[-1].register_forward_hook(lambda mod, args, out: last.append(F.silu(out)))
+    enc.norms[-1].register_forward_hook(lambda mod, args, out: last.append(out))  # SiLU(RMSNorm(x)), fused
     vec_out = []
     enc.mlp.register_forward_hook(lambda mod, args, out: vec_out.append(out))
     tokens = enc(images(5, 3, 32, 32), torch.randn(5, 4))

@@ -171,13 +171,13 @@ class MultiDecoder(nn.Module):
         self.sp1 = Linear(self.stoch * self.classes, 2 * units)
         self.sp1_norm = NormAct(2 * units)
         self.sp2 = Linear(2 * units, size)
-        self.sp_norm = ChannelRMSNorm(self.min_shape[-1])
+        self.sp_norm = ChannelRMSNorm(self.min_shape[-1], act=True)  # SiLU(RMSNorm(x)), fused
         conv = TransposedConv2d if self.strided else UpsampleConv2d  # both up-sample 2x
         self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
         channels = self.min_shape[-1]
         for mult in reversed(mults[:-1]):
             self.convs.append(conv(channels, depth * mult, kernel))
-            self.norms.append(ChannelRMSNorm(depth * mult))
+            self.norms.append(ChannelRMSNorm(depth * mult, act=True))
             channels = depth * mult
         self.img_out = conv(channels, sum(self.img_channels), kernel, outscale=outscale)
 
@@ -205,8 +205,8 @@ class MultiDecoder(nn.Module):
         x1 = self.sp2(self.sp1_norm(self.sp1(stoch))).view(n, h, w, g, c // g)
         x = (x1 + x0).view(n, h, w, c).permute(0, 3, 1, 2)  # NCHW view of channels_last memory
         x = x.contiguous(memory_format=self.memory_format)  # no-op for channels_last
-        x = F.silu(self.sp_norm(x))
+        x = self.sp_norm(x)
         for conv, norm in zip(self.convs, self.norms):
-            x = F.silu(norm(conv(x)))
+            x = norm(conv(x))
         x = self.img_out(x)
         return torch.sigmoid(x)

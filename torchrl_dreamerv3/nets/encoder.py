@@ -140,7 +140,7 @@ class MultiEncoder(nn.Module):
                     channels, depth * mult, kernel)
                 channels = depth * mult
                 self.convs.append(conv)
-                self.norms.append(ChannelRMSNorm(channels))
+                self.norms.append(ChannelRMSNorm(channels, act=True))  # SiLU(RMSNorm(x)), fused
             self.out_features += (height // factor) * (width // factor) * channels
 
     def forward(self, *obs: torch.Tensor) -> torch.Tensor:
@@ -199,6 +199,6 @@ class MultiEncoder(nn.Module):
             x = conv(x)
             if not self.strided:
                 x = max_pool2x2(x)  # F.max_pool2d(x, 2) without holding x for the backward
-            x = F.silu(norm(x))
+            x = norm(x)  # SiLU(RMSNorm(x))
         # NCHW logical view of NHWC memory: permuting back gives a free (h, w, c) flatten.
         return x.permute(0, 2, 3, 1).reshape(n, -1)

@@ -127,15 +127,17 @@ class _RMSNormAct(torch.autograd.Function):
         r = ms.add_(eps).rsqrt_()
         y = (x * r).mul_(weight)
         ctx.act, ctx.size = act, size
-        ctx.save_for_backward(x, weight, r, y if act else None)
+        # y is not kept for SiLU's backward: the backward recomputes it with the same two products (the
+        # same values), which costs one pass there and saves a tensor the size of x per layer until then
+        ctx.save_for_backward(x, weight, r)
         return F.silu(y) if act else y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, weight, r, y = ctx.saved_tensors
-        gy = torch.ops.aten.silu_backward(grad, y) if ctx.act else grad  # dL/dy
+        x, weight, r = ctx.saved_tensors
         xhat = x * r
+        gy = torch.ops.aten.silu_backward(grad, xhat * weight) if ctx.act else grad  # dL/dy
         grad_weight = None
         if ctx.needs_input_grad[1]:
             grad_weight = (gy * xhat).reshape(-1, ctx.size).sum(0)
@@ -162,18 +164,19 @@ def rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -
 
 
 class ChannelRMSNorm(nn.Module):
-    """RMSNorm over the channel axis of an ``(N, C, H, W)`` feature map (per pixel), scale only."""
+    """RMSNorm over the channel axis of an ``(N, C, H, W)`` feature map (per pixel), scale only; followed by
+    SiLU when ``act`` (one fused function, as :class:`NormAct`)."""
 
-    def __init__(self, channels: int, eps: float = RMS_EPS):
+    def __init__(self, channels: int, eps: float = RMS_EPS, act: bool = False):
         super().__init__()
-        self.eps = eps
+        self.eps, self.act = eps, act
         self.weight = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise the trailing channel axis of the (N, H, W, C) view, which is free for the
         # channels_last maps of the encoder and decoder, with the few-pass rms_norm_act.
         # Computed in float32 as the reference does, then cast back.
-        return rms_norm_act(x.movedim(1, -1), self.weight, self.eps, act=False).movedim(-1, 1)
+        return rms_norm_act(x.movedim(1, -1), self.weight, self.eps, act=self.act).movedim(-1, 1)
 
 
 class NormAct(nn.Module):
