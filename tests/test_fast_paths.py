@@ -53,6 +53,29 @@ def test_rms_norm_act_equals_rms_norm_and_silu(shape, act):
     _close(_grads(fast, (x, w)), _grads(plain, (x, w)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("act", [False, True])
+def test_rms_norm_act_in_bf16_is_the_float32_norm_cast_back(act):
+    # precision=bfloat16: the norm in float32, its output cast to bf16, SiLU in bf16 (the reference's mixed
+    # precision); the fused path must give what the plain ops give, and hold only the bf16 input
+    torch.manual_seed(0)
+    shape = (_FUSED_NORM_MIN_NUMEL // 64 + 5, 64)
+    x = torch.randn(*shape).bfloat16().requires_grad_()
+    w = (torch.rand(64) + 0.5).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        fast = rms_norm_act(x, w, 1e-4, act)
+    plain = F.rms_norm(x.float(), (64,), w, 1e-4).bfloat16()
+    plain = F.silu(plain) if act else plain
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast, plain, rtol=1.6e-2, atol=1e-2)  # bf16: 8 bits of mantissa
+    gx_fast, gw_fast = _grads(fast.float(), (x, w))
+    gx_plain, gw_plain = _grads(plain.float(), (x, w))
+    assert gx_fast.dtype == torch.bfloat16 and gw_fast.dtype == torch.float32
+    torch.testing.assert_close(gx_fast.float(), gx_plain.float(), rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(gw_fast, gw_plain, rtol=1e-2, atol=1e-1)  # a sum over 16k rows
+    assert all(t.dtype != torch.float32 for t in saved if t.shape == x.shape)  # no float32 copy of x held
+
+
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
 @pytest.mark.parametrize("act", [False, True])
 def test_channel_rms_norm_is_per_pixel_rms_norm(memory_format, act):

@@ -46,7 +46,18 @@ def test_backward_holds_the_indices_not_the_input():
         with torch.autograd.graph.saved_tensors_hooks(record(name), lambda t: t):
             pool(x * 1.0)  # x * 1.0: the pooled input is an activation, as a conv output is
     assert ((2, 4, 16, 16), torch.float32) in saved["native"]  # what max_pool2d keeps: 4x the output
-    assert saved["ours"] == [((2, 4, 8, 8), torch.int64)]
+    assert saved["ours"] == [((2, 4, 8, 8), torch.int16)]  # flat indices into one 16 x 16 plane
+
+
+def test_indices_of_large_planes_are_kept_exactly():
+    # 200 x 200 = 40,000 positions per plane: beyond int16, so int32; the gradient lands where max_pool2d puts it
+    ref, ours = (torch.randn(1, 2, 200, 200).requires_grad_() for _ in range(2))
+    with torch.no_grad():
+        ours.copy_(ref)
+    grad = torch.randn(1, 2, 100, 100)
+    F.max_pool2d(ref, 2).backward(grad)
+    max_pool2x2(ours).backward(grad)
+    assert torch.equal(ours.grad, ref.grad)
 
 
 def test_gradient_reaches_a_conv_below():

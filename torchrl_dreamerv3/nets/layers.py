@@ -117,15 +117,19 @@ class _RMSNormAct(torch.autograd.Function):
     ``F.rms_norm`` is a composite of six ops and autograd records each of them, so a norm costs
     about a dozen full passes over ``x`` forward and backward, each with a fresh temporary; here
     it is about four passes forward and eight backward. Every MLP layer, the RSSM core and the
-    conv stacks use it, so this is a large share of the update on CPU. float32 only.
+    conv stacks use it, so this is a large share of the update on CPU.
+
+    bfloat16 activations (``precision=bfloat16``): the norm is computed in float32 and cast back to
+    bfloat16, SiLU runs in bfloat16, as the reference's mixed precision does; only the bfloat16 input is
+    held for the backward, never a float32 copy of it.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
-        size = x.shape[-1]
-        ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(size)  # one read of x
+        size, xf = x.shape[-1], x.float()  # x itself when float32
+        ms = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(size)  # one read of x
         r = ms.add_(eps).rsqrt_()
-        y = (x * r).mul_(weight)
+        y = (xf * r).mul_(weight).to(x.dtype)
         ctx.act, ctx.size = act, size
         # y is not kept for SiLU's backward: the backward recomputes it with the same two products (the
         # same values), which costs one pass there and saves a tensor the size of x per layer until then
@@ -136,27 +140,29 @@ class _RMSNormAct(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight, r = ctx.saved_tensors
-        xhat = x * r
-        gy = torch.ops.aten.silu_backward(grad, xhat * weight) if ctx.act else grad  # dL/dy
+        xhat = x.float() * r
+        own = ctx.act or grad.dtype != torch.float32  # gy below is a fresh buffer: in-place is safe
+        gy = torch.ops.aten.silu_backward(grad, (xhat * weight).to(x.dtype)) if ctx.act else grad  # dL/dy
+        gy = gy.float()
         grad_weight = None
         if ctx.needs_input_grad[1]:
             grad_weight = (gy * xhat).reshape(-1, ctx.size).sum(0)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            g = gy.mul_(weight) if ctx.act else gy * weight  # dL/dxhat (in place only on our own buffer)
+            g = gy.mul_(weight) if own else gy * weight  # dL/dxhat
             dot = (g * xhat).sum(-1, keepdim=True).div_(ctx.size)
-            grad_x = g.addcmul_(xhat, dot, value=-1.0).mul_(r)  # r * (g - xhat * mean(g * xhat))
+            grad_x = g.addcmul_(xhat, dot, value=-1.0).mul_(r).to(x.dtype)  # r * (g - xhat * mean(g * xhat))
         return grad_x, grad_weight, None, None
 
 
 def rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
-    """RMSNorm (scale only) over the last axis, followed by SiLU when ``act``; computed in float32.
+    """RMSNorm (scale only) over the last axis, followed by SiLU when ``act``; the norm computed in float32.
 
-    Uses :class:`_RMSNormAct` for large float32 CPU tensors, and ``F.rms_norm`` otherwise: it is
-    fused on GPUs, and on small tensors (the 16-row steps of the observe loop) the Python cost of
+    Uses :class:`_RMSNormAct` for large float32 or bfloat16 CPU tensors, and ``F.rms_norm`` otherwise: it
+    is fused on GPUs, and on small tensors (the 16-row steps of the observe loop) the Python cost of
     a custom autograd function outweighs the passes it saves.
     """
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == torch.float32
             and x.numel() >= _FUSED_NORM_MIN_NUMEL):
         return _RMSNormAct.apply(x, weight, eps, act)
     y = _rms_norm(x, weight, eps)
