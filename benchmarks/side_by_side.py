@@ -90,6 +90,16 @@ TASKS = {
         reference=["--configs", "atari100k", "size1m", "--task", "atari100k_kung_fu_master", "--batch_size", "16",
                    "--batch_length", "32", "--run.train_ratio", "64"],
         steps=20_000, target=None, frames=4),
+    # Atari 100k RoadRunner, the settings of our 2.5-hour CPU runs (docs/atari100k.md): as KungFuMaster above with
+    # lr 3e-4 over a 100-update warm-up; 12k steps (1,500 updates): ours left random play by 10k; the reference
+    # needs about 85 min per 1,000 updates on one core, so about 2.1 h
+    "road_runner": dict(
+        ours=["env=atari100k", "env.task=road_runner", "size=size1m", "batch_size=16", "batch_length=32",
+              "run.train_ratio=64", "opt.lr=3e-4", "opt.warmup=100"],
+        reference=["--configs", "atari100k", "size1m", "--task", "atari100k_road_runner", "--batch_size", "16",
+                   "--batch_length", "32", "--run.train_ratio", "64", "--agent.opt.lr", "3e-4",
+                   "--agent.opt.warmup", "100"],
+        steps=12_000, target=None, frames=4),
 }
 #: name -> (our scalar file under scalars/train, the factor that undoes our logged scale, the reference's key)
 METRICS = {

@@ -20,6 +20,13 @@ def test_the_commands_give_both_sides_the_same_settings(sbs, tmp_path):
     assert flag("--seed") == "3" and flag("--agent.opt.lr") == "0.0003" and flag("--batch_length") == "32"
     assert flag("--run.steps") == "4000"  # the reference counts Atari frames: 4 per agent step
     assert flag("--run.train_ratio") == "64" and flag("--jax.compute_dtype") == "float32"
+    road = sbs.TASKS["road_runner"]  # the settings of our 2.5-hour CPU runs, on both sides
+    road_ours = sbs.ours_command(road, 0, 100, tmp_path, None, None)
+    road_ref = sbs.reference_command(road, 0, 100, tmp_path, None, None, Path("l"), "p")
+    assert {"env.task=road_runner", "opt.lr=3e-4", "opt.warmup=100", "run.train_ratio=64"} <= set(road_ours)
+    road_flag = lambda name: road_ref[road_ref.index(name) + 1]  # noqa: E731
+    assert road_flag("--task") == "atari100k_road_runner" and road_flag("--agent.opt.lr") == "3e-4"
+    assert road_flag("--agent.opt.warmup") == "100" and road_flag("--run.steps") == "400"
     cart = sbs.TASKS["cartpole"]
     assert "opt.lr=3e-4" in sbs.ours_command(cart, 0, 10, tmp_path, None, None)  # the task's own lr when not given
     assert "--agent.opt.lr" in sbs.reference_command(cart, 0, 10, tmp_path, None, None, Path("l"), "p")
