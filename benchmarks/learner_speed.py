@@ -25,6 +25,12 @@ CUDA graphs) and gives TorchRL's built-in its best compiled setting for the devi
 updates are timed separately: the ``warm-up s`` column is the build/compile time plus the ``--warmup``
 untimed updates, and the medians are over the timed updates only.
 
+``--host-memory keep`` (the default, as in the main job; ``training/compute/host_memory.py``) keeps the
+host memory an update frees in the process for the next one; it is process-wide, so TorchRL's learner in the
+same process runs with it too. ``--host-memory system`` leaves glibc's defaults, under which most large
+tensors of every update are written into freshly faulted pages; the peak-memory column needs it (with freed
+memory kept, one learner reuses the pages the other freed, so the resident set no longer tells their peaks apart).
+
 ``--algo dreamerv1|dreamerv2|dreamerv2_dmc`` times that generation's update (its model preset, losses,
 three Adams, critic target; ``configs/algo``) instead of DreamerV3's; ``--size`` is then ignored.
 
@@ -121,7 +127,8 @@ class OurLearner:
             f"{cfg.units}, stoch {cfg.stoch}x{cfg.classes}, depth {cfg.depth}, strided {cfg.strided} | "
             f"obs {args.obs}, action {args.action} | B{args.batch_size} T{args.batch_length} on {self.device}")
         self.acceleration = accelerate(self.learner, Acceleration(
-            precision=args.precision, compile=args.compile, mode=args.compile_mode, device_type=self.device.type))
+            precision=args.precision, compile=args.compile, mode=args.compile_mode, device_type=self.device.type,
+            host_memory=args.host_memory))
         self.description += f" | {self.acceleration.describe()}"
         self.warmup_s = 0.0
 
@@ -269,6 +276,9 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="compile our per-step pieces; TorchRL's best compile")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "f32", "bf16"])
+    p.add_argument("--host-memory", default="keep", choices=["keep", "system"],
+                   help="keep: freed host memory stays in the process, as in the main job (process-wide: TorchRL's "
+                        "learner gets it too); system: the allocator's defaults")
     p.add_argument("--profile", action="store_true", help="print phase shares and top ops of our update instead")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", default="dreamerv3", choices=["dreamerv3", "dreamerv1", "dreamerv2", "dreamerv2_dmc"],
@@ -300,12 +310,18 @@ def main(argv=None):
         print(f"threads {args.threads} | load average {Path('/proc/loadavg').read_text().split()[:3]} "
               f"| {args.updates} timed updates after {args.warmup} warm-up, interleaved")
     star = "" if memory.resettable else "*"
+    # With freed host memory kept, one learner's update reuses the pages the other's freed, so the resident-set
+    # peak no longer says what either holds; --host-memory system measures it.
+    peaks_meaningful = memory.cuda or args.host_memory == "system"
     print(f"{'learner':8s} {'median ms':>10s} {'min ms':>9s} {'transitions/s':>14s} {'params':>12s} "
           f"{'peak MiB':>9s} {'warm-up s':>10s}")
     transitions, median = args.batch_size * args.batch_length, {k: statistics.median(v) for k, v in times.items()}
     for name in learners:
+        peak = f"{peaks[name]:8.1f}{star}" if peaks_meaningful else f"{'-':>8s}{star}"
         print(f"{name:8s} {median[name]:10.1f} {min(times[name]):9.1f} {transitions / median[name] * 1000:14.1f} "
-              f"{learners[name].num_params:12,d} {peaks[name]:8.1f}{star} {learners[name].warmup_s:10.1f}")
+              f"{learners[name].num_params:12,d} {peak} {learners[name].warmup_s:10.1f}")
+    if not peaks_meaningful:
+        print("peak MiB: run with --host-memory system (kept host memory is shared between the learners' updates)")
     if args.compare_torchrl:
         # On a shared machine one slow stretch can hit a few iterations; the per-iteration ratios
         # (each pair ran back to back) and the ratio of the fastest runs show whether it did.

@@ -24,11 +24,13 @@ and at TorchRL's distribution wrappers in the actor (see ``graph_breaks`` below 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+from .host_memory import keep_freed_memory
 from .settings import COMPILE_MODES, PRECISIONS, Acceleration, native_bf16, resolve_precision
 
 __all__ = ["PRECISIONS", "COMPILE_MODES", "Acceleration", "accelerate", "enable_tf32", "compiled_graphs",
@@ -101,8 +103,11 @@ def accelerate(learner: nn.Module | None, acc: Acceleration, agent: nn.Module | 
     bf16: float32 output layers on the agent, and the ``forward_context`` of the learner (its loss
     forward) and of each :class:`~torchrl_dreamerv3.modules.DreamerV3Policy` set to autocast.
     compile: the per-step pieces of the agent compiled (module docstring); policies over the same
-    agent run them too. TF32 is switched on for CUDA. Returns ``acc``.
+    agent run them too. TF32 is switched on for CUDA. ``host_memory: keep`` sets the process's allocator
+    (:mod:`.host_memory`). Returns ``acc``.
     """
+    if acc.host_memory == "keep" and (why_not := keep_freed_memory()) is not None:
+        warnings.warn(f"host_memory=keep: {why_not}; the allocator keeps its defaults", stacklevel=2)
     if agent is None:
         agent = learner.modules_
     if acc.device_type == "cuda":

@@ -10,7 +10,9 @@ import dataclasses
 
 import torch
 
-__all__ = ["PRECISIONS", "COMPILE_MODES", "Acceleration", "native_bf16", "resolve_precision"]
+from .host_memory import HOST_MEMORY
+
+__all__ = ["HOST_MEMORY", "PRECISIONS", "COMPILE_MODES", "Acceleration", "native_bf16", "resolve_precision"]
 
 PRECISIONS = ("float32", "bfloat16")
 #: torch.compile modes; ``reduce-overhead`` adds CUDA graphs (CUDA only).
@@ -59,6 +61,8 @@ class Acceleration:
         backend: the torch.compile backend; ``inductor`` generates kernels, ``aot_eager`` only traces
             (forward and backward graphs, no code generation): the tests use it to check the graphs cheaply.
         device_type: ``cpu`` or ``cuda``: where autocast applies.
+        host_memory: ``keep`` keeps freed host memory in the process for the next update
+            (:mod:`.host_memory`; process-wide, Linux with glibc), ``system`` leaves the allocator alone.
     """
 
     precision: str = "float32"
@@ -67,6 +71,7 @@ class Acceleration:
     backend: str = "inductor"
     device_type: str = "cpu"
     note: str | None = None  # what precision=auto chose, and why
+    host_memory: str = "system"
 
     def __post_init__(self):
         precision = _ALIASES.get(self.precision, self.precision)
@@ -78,10 +83,13 @@ class Acceleration:
             raise ValueError(f"compile.mode must be one of {COMPILE_MODES}, got {self.mode!r}")
         if self.mode == "reduce-overhead" and self.device_type != "cuda":
             raise ValueError(f"compile.mode='reduce-overhead' uses CUDA graphs; the device is {self.device_type}")
+        if self.host_memory not in HOST_MEMORY:
+            raise ValueError(f"host_memory must be one of {HOST_MEMORY}, got {self.host_memory!r}")
 
     @classmethod
     def from_config(cls, cfg, device: torch.device | str) -> "Acceleration":
-        """From the config's ``precision`` and ``compile: {enabled, mode}``; ``enabled: auto`` compiles on CUDA only."""
+        """From the config's ``precision``, ``compile: {enabled, mode}`` and ``host_memory``; ``enabled: auto``
+        compiles on CUDA only."""
         device = torch.device(device)
         section = cfg.get("compile", None) or {}
         enabled = section.get("enabled", "auto")
@@ -97,7 +105,8 @@ class Acceleration:
                              "does not pickle into the env processes); use compile.enabled=false or auto")
         precision, note = resolve_precision(cfg.get("precision", "float32"), device)
         return cls(precision=precision, compile=enabled, mode=section.get("mode", "default"),
-                   backend=section.get("backend", "inductor"), device_type=device.type, note=note)
+                   backend=section.get("backend", "inductor"), device_type=device.type, note=note,
+                   host_memory=cfg.get("host_memory", "system"))
 
     @property
     def bf16(self) -> bool:
@@ -112,4 +121,5 @@ class Acceleration:
     def describe(self) -> str:
         compiled = f"compile {self.mode} ({self.backend})" if self.compile else "eager"
         chosen = f" [{self.note}]" if self.note else ""
-        return f"{self.precision}{chosen}, {compiled} on {self.device_type}"
+        host = ", freed host memory kept" if self.host_memory == "keep" else ""
+        return f"{self.precision}{chosen}, {compiled} on {self.device_type}{host}"
