@@ -25,11 +25,12 @@ CUDA graphs) and gives TorchRL's built-in its best compiled setting for the devi
 updates are timed separately: the ``warm-up s`` column is the build/compile time plus the ``--warmup``
 untimed updates, and the medians are over the timed updates only.
 
-``--host-memory keep`` (the default, as in the main job; ``training/compute/host_memory.py``) keeps the
-host memory an update frees in the process for the next one; it is process-wide, so TorchRL's learner in the
-same process runs with it too. ``--host-memory system`` leaves glibc's defaults, under which most large
-tensors of every update are written into freshly faulted pages; the peak-memory column needs it (with freed
-memory kept, one learner reuses the pages the other freed, so the resident set no longer tells their peaks apart).
+``--host-memory system`` (the default) leaves glibc's allocator as a plain PyTorch process has it: most large
+tensors of every update are written into freshly faulted pages. ``--host-memory keep`` is the main job's
+setting (``training/compute/host_memory.py``): the host memory an update frees stays in the process for the
+next one. It is process-wide, so TorchRL's learner in the same process runs with it too, on one heap shared
+with ours (its time then depends a little on which blocks ours freed), and the peak-memory column is not
+printed (one learner reuses the pages the other freed, so the resident set no longer tells their peaks apart).
 
 ``--algo dreamerv1|dreamerv2|dreamerv2_dmc`` times that generation's update (its model preset, losses,
 three Adams, critic target; ``configs/algo``) instead of DreamerV3's; ``--size`` is then ignored.
@@ -276,9 +277,9 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="compile our per-step pieces; TorchRL's best compile")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "f32", "bf16"])
-    p.add_argument("--host-memory", default="keep", choices=["keep", "system"],
-                   help="keep: freed host memory stays in the process, as in the main job (process-wide: TorchRL's "
-                        "learner gets it too); system: the allocator's defaults")
+    p.add_argument("--host-memory", default="system", choices=["keep", "system"],
+                   help="system: the allocator's defaults; keep: freed host memory stays in the process, as in the "
+                        "main job (process-wide: TorchRL's learner gets it too)")
     p.add_argument("--profile", action="store_true", help="print phase shares and top ops of our update instead")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--algo", default="dreamerv3", choices=["dreamerv3", "dreamerv1", "dreamerv2", "dreamerv2_dmc"],
