@@ -79,10 +79,16 @@ def task_overrides(task: dict, algo: str) -> list[str]:
     return [f"algo={algo}", *own, *GENERATION_SMALL[algo], *vector_v1]
 
 
+# float32 on every machine, as the reference runs beside ours (benchmarks/side_by_side.py): the main job's
+# precision=auto would pick bf16 on a CPU with native bf16 and float32 elsewhere, so the same command would
+# train differently from machine to machine. ``-- precision=auto`` (extra overrides go last) runs the default.
+PRECISION = ["precision=float32"]
+
+
 def run_seed(overrides: list[str], seed: int, steps: int, outdir: Path, extra: list[str],
              threads: int) -> tuple[Path, float]:
     logdir = outdir / f"seed{seed}"
-    cmd = [sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), *overrides, f"seed={seed}",
+    cmd = [sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), *overrides, *PRECISION, f"seed={seed}",
            f"run.steps={steps}", f"logdir={logdir}", f"threads={threads}", "run.report_every=1000000", *extra]
     print(" ".join(cmd[1:]), flush=True)
     start = time.time()

@@ -134,7 +134,8 @@ def ours_command(task: dict, seed: int, steps: int, logdir: Path, lr: float | No
     lr_override = [f"opt.lr={lr}"] if lr is not None else []
     return [*_pinned(core), sys.executable, str(ROOT / "examples" / "dreamerv3_atari.py"), *task["ours"],
             *lr_override, f"seed={seed}", f"run.steps={steps}", f"logdir={logdir}", "threads=1",
-            "run.log_every=60", "run.report_every=1000000", "run.eval_every=0", "device=cpu", *extra]
+            "run.log_every=60", "run.report_every=1000000", "run.eval_every=0", "device=cpu",
+            "precision=float32", *extra]  # the reference's float32 (REFERENCE_CPU), not the default auto
 
 
 def reference_command(task: dict, seed: int, steps: int, logdir: Path, lr: float | None, core: int | None,

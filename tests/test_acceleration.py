@@ -210,9 +210,23 @@ def test_precision_auto_follows_the_cpus_native_bf16(monkeypatch, avx512_bf16, a
 def test_precision_auto_on_cuda_needs_compute_capability_8(monkeypatch):
     from torchrl_dreamerv3.training.compute.acceleration import resolve_precision
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert resolve_precision("auto", "cuda")[0] == "float32"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     precision, note = resolve_precision("auto", "cuda")
     assert precision == "bfloat16" and "9.0" in note
     assert resolve_precision("float32", "cuda") == ("float32", None)  # an explicit choice is kept, silently
+
+
+def test_precision_auto_for_cuda_without_cuda_resolves_to_float32(monkeypatch):
+    """A plan made for ``cuda`` where CUDA is absent (a CPU-only build) must not ask for the card's capability."""
+    from torchrl_dreamerv3.training.compute.acceleration import resolve_precision
+
+    def no_card(device=None):
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", no_card)
+    assert resolve_precision("auto", "cuda") == ("float32", "precision=auto: float32 (CUDA not available)")
+    assert Acceleration.from_config({"precision": "auto"}, "cuda").precision == "float32"

@@ -48,3 +48,15 @@ def test_compare_names_a_missing_results_file(learning, tmp_path):
     _write(tmp_path / "a.csv", [(0, 10, 1.0)])
     with pytest.raises(SystemExit, match="nope.csv"):
         learning.compare_results(["a", "nope"], 1.0, "x", results=tmp_path)
+
+
+def test_runs_are_float32_on_every_machine_unless_overridden(learning, tmp_path, monkeypatch):
+    """The default precision=auto differs by CPU; the learning runs pin float32 so a command trains the same
+    everywhere, and an extra override (after --) still wins."""
+    commands = []
+    monkeypatch.setattr(learning.subprocess, "run", lambda cmd, **kw: commands.append(cmd))
+    learning.run_seed(["env=cartpole"], 0, 10, tmp_path, [], threads=1)
+    learning.run_seed(["env=cartpole"], 0, 10, tmp_path, ["precision=auto"], threads=1)
+    assert "precision=float32" in commands[0]
+    later = commands[1]
+    assert later.index("precision=auto") > later.index("precision=float32")  # Hydra: the last value wins

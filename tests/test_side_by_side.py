@@ -20,6 +20,7 @@ def test_the_commands_give_both_sides_the_same_settings(sbs, tmp_path):
     assert flag("--seed") == "3" and flag("--agent.opt.lr") == "0.0003" and flag("--batch_length") == "32"
     assert flag("--run.steps") == "4000"  # the reference counts Atari frames: 4 per agent step
     assert flag("--run.train_ratio") == "64" and flag("--jax.compute_dtype") == "float32"
+    assert "precision=float32" in ours  # the reference's float32, whatever the default precision=auto picks here
     road = sbs.TASKS["road_runner"]  # the settings of our 2.5-hour CPU runs, on both sides
     road_ours = sbs.ours_command(road, 0, 100, tmp_path, None, None)
     road_ref = sbs.reference_command(road, 0, 100, tmp_path, None, None, Path("l"), "p")

@@ -23,11 +23,14 @@ _ALIASES = {"f32": "float32", "fp32": "float32", "bf16": "bfloat16"}
 def native_bf16(device: torch.device | str) -> tuple[bool, str]:
     """Whether ``device`` computes bf16 natively, and what says so.
 
-    CUDA: compute capability 8.0 or newer (Ampere on; older cards emulate bf16). CPU: the instructions
+    CUDA: compute capability 8.0 or newer (Ampere on; older cards emulate bf16); no when CUDA is not available
+    (a plan made for ``cuda`` on a CPU-only build still resolves). CPU: the instructions
     oneDNN's bf16 kernels use, AVX512-BF16 or AMX (torch reports both; without them bf16 is converted to
     float32 around every op and is slower than float32)."""
     device = torch.device(device)
     if device.type == "cuda":
+        if not torch.cuda.is_available():  # a CPU-only build, or no card: asking the capability would raise
+            return False, "CUDA not available"
         major, minor = torch.cuda.get_device_capability(device)
         return major >= 8, f"CUDA compute capability {major}.{minor}"
     if device.type == "cpu":
