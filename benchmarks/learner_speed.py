@@ -25,6 +25,9 @@ CUDA graphs) and gives TorchRL's built-in its best compiled setting for the devi
 updates are timed separately: the ``warm-up s`` column is the build/compile time plus the ``--warmup``
 untimed updates, and the medians are over the timed updates only.
 
+``--compile-norms`` compiles the channel norms of the conv stacks alone, as the main job does in bf16 on a CPU
+(``compile.norms``; its few seconds of compiling fall in the warm-up).
+
 ``--host-memory system`` (the default) leaves glibc's allocator as a plain PyTorch process has it: most large
 tensors of every update are written into freshly faulted pages. ``--host-memory keep`` is the main job's
 setting (``training/compute/host_memory.py``): the host memory an update frees stays in the process for the
@@ -129,7 +132,7 @@ class OurLearner:
             f"obs {args.obs}, action {args.action} | B{args.batch_size} T{args.batch_length} on {self.device}")
         self.acceleration = accelerate(self.learner, Acceleration(
             precision=args.precision, compile=args.compile, mode=args.compile_mode, device_type=self.device.type,
-            host_memory=args.host_memory))
+            host_memory=args.host_memory, compile_norms=args.compile_norms))
         self.description += f" | {self.acceleration.describe()}"
         self.warmup_s = 0.0
 
@@ -275,6 +278,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed updates per learner first")
     p.add_argument("--compare-torchrl", action="store_true", help="time TorchRL's built-in learner interleaved")
     p.add_argument("--compile", action="store_true", help="compile our per-step pieces; TorchRL's best compile")
+    p.add_argument("--compile-norms", action="store_true",
+                   help="compile only the conv stacks' channel norms (the main job's compile.norms, on in bf16 on CPU)")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "f32", "bf16"])
     p.add_argument("--host-memory", default="system", choices=["keep", "system"],

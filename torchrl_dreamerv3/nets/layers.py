@@ -169,9 +169,35 @@ def rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -
     return F.silu(y) if act else y
 
 
+def plain_rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
+    """:func:`rms_norm_act` written as plain ops, for a compiler to fuse into one pass forward and one backward."""
+    xf = x.float()
+    y = (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * weight).to(x.dtype)
+    return F.silu(y) if act else y
+
+
+_compiled_rms_norm_act = None
+
+
+def compiled_rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
+    """:func:`plain_rms_norm_act` compiled (Inductor, one graph per shape, made on first use)."""
+    global _compiled_rms_norm_act
+    if _compiled_rms_norm_act is None:
+        _compiled_rms_norm_act = torch.compile(plain_rms_norm_act, dynamic=False)
+    return _compiled_rms_norm_act(x, weight, eps, act)
+
+
 class ChannelRMSNorm(nn.Module):
     """RMSNorm over the channel axis of an ``(N, C, H, W)`` feature map (per pixel), scale only; followed by
-    SiLU when ``act`` (one fused function, as :class:`NormAct`)."""
+    SiLU when ``act`` (one fused function, as :class:`NormAct`).
+
+    ``compiled_min_numel``: maps of at least this many elements go through :func:`compiled_rms_norm_act`
+    (``None``, the default: never). Set by ``accelerate`` (``compile.norms``): on a CPU the eager norm of a
+    map with few channels makes several passes over it, each with a conversion in bf16, and compiled it makes
+    one; the small maps of acting stay eager, where a compiled call costs more than it saves.
+    """
+
+    compiled_min_numel: int | None = None
 
     def __init__(self, channels: int, eps: float = RMS_EPS, act: bool = False):
         super().__init__()
@@ -182,7 +208,10 @@ class ChannelRMSNorm(nn.Module):
         # Normalise the trailing channel axis of the (N, H, W, C) view, which is free for the
         # channels_last maps of the encoder and decoder, with the few-pass rms_norm_act.
         # Computed in float32 as the reference does, then cast back.
-        return rms_norm_act(x.movedim(1, -1), self.weight, self.eps, act=self.act).movedim(-1, 1)
+        x = x.movedim(1, -1)
+        large = self.compiled_min_numel is not None and x.numel() >= self.compiled_min_numel
+        norm = compiled_rms_norm_act if large else rms_norm_act
+        return norm(x, self.weight, self.eps, act=self.act).movedim(-1, 1)
 
 
 class NormAct(nn.Module):

@@ -16,6 +16,11 @@ shape (the observe loop's ``B``, imagination's ``B * T``, the acting batch) is c
 None of them draws random numbers (the latent and action samples stay eager), so a compiled run
 samples exactly what the eager run samples for the same seed.
 
+``compile_norms`` (``compile.norms``, on by default in bf16 on a CPU) compiles one piece alone, the channel
+RMSNorm + SiLU of the encoder's and decoder's conv stages on the update's large maps: eager it makes several
+passes over each map with a bf16/float32 conversion in each, compiled one pass forward and one backward (about a
+tenth of the bf16 image update on a CPU; a few seconds of compiling per stage shape at the start).
+
 Each compiled piece has its backward compiled too (AOTAutograd). The whole loss is not compiled as one
 graph: its Python loops (64 observe steps, 15 imagination steps) unroll into graphs whose Inductor
 warm-up on a CPU takes many minutes, and it graph-breaks at the observe loop's host-side reset list
@@ -31,7 +36,7 @@ import torch
 from torch import nn
 
 from .host_memory import keep_freed_memory
-from .settings import COMPILE_MODES, PRECISIONS, Acceleration, native_bf16, resolve_precision
+from .settings import COMPILE_MODES, COMPILED_NORM_MIN_NUMEL, PRECISIONS, Acceleration, native_bf16, resolve_precision
 
 __all__ = ["PRECISIONS", "COMPILE_MODES", "Acceleration", "accelerate", "enable_tf32", "compiled_graphs",
            "graph_breaks", "f32_output_modules", "native_bf16", "resolve_precision"]
@@ -124,7 +129,23 @@ def accelerate(learner: nn.Module | None, acc: Acceleration, agent: nn.Module | 
         torch._dynamo.config.accumulated_recompile_limit = max(
             torch._dynamo.config.accumulated_recompile_limit, 16 * _CACHE_ENTRIES)
         _compile_agent(agent, acc)
+    elif acc.compile_norms:
+        _compile_channel_norms(agent)
     return acc
+
+
+def _compile_channel_norms(agent: nn.Module) -> None:
+    """The conv stacks' channel norms of large maps through the compiled kernel (``compile_norms``)."""
+    from ...nets.layers import ChannelRMSNorm
+
+    # one compiled graph per map shape, grad mode and act flag: the encoder's and decoder's stages exceed
+    # Dynamo's default of 8 entries for the one code object
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _CACHE_ENTRIES)
+    torch._dynamo.config.accumulated_recompile_limit = max(
+        torch._dynamo.config.accumulated_recompile_limit, 16 * _CACHE_ENTRIES)
+    for module in agent.modules():
+        if isinstance(module, ChannelRMSNorm):
+            module.compiled_min_numel = COMPILED_NORM_MIN_NUMEL
 
 
 def compiled_graphs() -> int:

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import shutil
 
 import torch
 
 from .host_memory import HOST_MEMORY
 
-__all__ = ["HOST_MEMORY", "PRECISIONS", "COMPILE_MODES", "Acceleration", "native_bf16", "resolve_precision"]
+__all__ = ["HOST_MEMORY", "PRECISIONS", "COMPILE_MODES", "COMPILED_NORM_MIN_NUMEL", "Acceleration", "cpp_compiler",
+           "native_bf16", "resolve_precision"]
 
 PRECISIONS = ("float32", "bfloat16")
+#: ``compile_norms``: channel norms of maps this large are compiled; the smaller ones of acting are not.
+COMPILED_NORM_MIN_NUMEL = 1 << 20
 #: torch.compile modes; ``reduce-overhead`` adds CUDA graphs (CUDA only).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _ALIASES = {"f32": "float32", "fp32": "float32", "bf16": "bfloat16"}
@@ -42,6 +47,12 @@ def native_bf16(device: torch.device | str) -> tuple[bool, str]:
     return False, f"{device.type} (bf16 not checked)"
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler Inductor would build CPU kernels with (``$CXX``, else g++, c++ or clang++), if any."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((path for name in names if (path := shutil.which(name))), None)
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> tuple[str, str | None]:
     """``auto``: bfloat16 where the device computes it natively (:func:`native_bf16`), else float32.
     Returns ``(precision, note)``, the note saying what ``auto`` chose and why (None otherwise)."""
@@ -66,6 +77,9 @@ class Acceleration:
         device_type: ``cpu`` or ``cuda``: where autocast applies.
         host_memory: ``keep`` keeps freed host memory in the process for the next update
             (:mod:`.host_memory`; process-wide, Linux with glibc), ``system`` leaves the allocator alone.
+        compile_norms: compile only the channel norms of the conv stacks, for maps of
+            :data:`COMPILED_NORM_MIN_NUMEL` elements or more (the update's; acting stays eager); implied
+            by ``compile``.
     """
 
     precision: str = "float32"
@@ -75,6 +89,7 @@ class Acceleration:
     device_type: str = "cpu"
     note: str | None = None  # what precision=auto chose, and why
     host_memory: str = "system"
+    compile_norms: bool = False
 
     def __post_init__(self):
         precision = _ALIASES.get(self.precision, self.precision)
@@ -107,9 +122,16 @@ class Acceleration:
             raise ValueError(f"compile.enabled=true cannot run with run.collector={collector} (the compiled policy "
                              "does not pickle into the env processes); use compile.enabled=false or auto")
         precision, note = resolve_precision(cfg.get("precision", "float32"), device)
+        norms = section.get("norms", False)
+        if norms == "auto":
+            # where it pays (measured in docs/results.md): bf16 on a CPU, 10 % of the image update; in float32
+            # the eager norm is already near one pass. Inductor builds CPU kernels with a C++ compiler.
+            norms = device.type == "cpu" and precision == "bfloat16" and not enabled and cpp_compiler() is not None
+        elif not isinstance(norms, bool):
+            raise ValueError(f"compile.norms must be auto, true or false, got {norms!r}")
         return cls(precision=precision, compile=enabled, mode=section.get("mode", "default"),
                    backend=section.get("backend", "inductor"), device_type=device.type, note=note,
-                   host_memory=cfg.get("host_memory", "system"))
+                   host_memory=cfg.get("host_memory", "system"), compile_norms=norms and not enabled)
 
     @property
     def bf16(self) -> bool:
@@ -123,6 +145,8 @@ class Acceleration:
 
     def describe(self) -> str:
         compiled = f"compile {self.mode} ({self.backend})" if self.compile else "eager"
+        if self.compile_norms and not self.compile:
+            compiled += " (channel norms compiled)"
         chosen = f" [{self.note}]" if self.note else ""
         host = ", freed host memory kept" if self.host_memory == "keep" else ""
         return f"{self.precision}{chosen}, {compiled} on {self.device_type}{host}"
