@@ -1,16 +1,18 @@
 """compile.norms: the conv stacks' channel norms compiled alone (nets/layers.py, training/compute).
 
-The plain-op norm that the compiler fuses must be the fused eager norm's function, values and gradients; the
-module must route only large maps through the compiled kernel; the setting must resolve as documented; and the
-Inductor kernel itself (skipped without a C++ compiler) must give the eager values and gradients.
+The module must route only large maps through the compiled kernel; a compiler failure must fall back to the
+eager math with one warning; the setting must resolve as documented; and the Inductor kernels themselves
+(skipped without a C++ compiler) must give the eager values and gradients.
 """
+import warnings
+
 import pytest
 import torch
 from torchrl.data import OneHot
 
 from torchrl_dreamerv3.modules import make_dreamerv3
 from torchrl_dreamerv3.nets import layers
-from torchrl_dreamerv3.nets.layers import ChannelRMSNorm, plain_rms_norm_act, rms_norm_act
+from torchrl_dreamerv3.nets.layers import ChannelRMSNorm, rms_norm_act
 from torchrl_dreamerv3.training.compute import settings
 from torchrl_dreamerv3.training.compute.acceleration import Acceleration, accelerate
 
@@ -25,25 +27,37 @@ def _norm_and_grads(norm, x, weight, act, grad):
     return y.detach(), x.grad, weight.grad
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("act", [True, False])
-def test_plain_norm_is_the_fused_norms_function(dtype, act):
+def _failing_compile(fn, **kwargs):
+    def compiled(*args):
+        raise RuntimeError("C++ compile error\nthe details")
+    return compiled
+
+
+@pytest.mark.parametrize("fails_in", ["forward", "backward"])
+def test_a_compiler_failure_warns_once_and_the_norm_runs_eager(monkeypatch, fails_in):
+    """Inductor cannot build kernels everywhere (no compiler, an ISA it mis-handles): the run goes on eager."""
+    forward, backward = layers._CompiledOnFirstUse(layers._rms_norm_act_forward), \
+        layers._CompiledOnFirstUse(layers._rms_norm_act_backward)
+    failing = forward if fails_in == "forward" else backward
+    failing.compiled = _failing_compile(failing.fn)
+    working = backward if fails_in == "forward" else forward
+    working.compiled = working.fn  # stands for a kernel that compiled
+    monkeypatch.setattr(layers._CompiledRMSNormAct, "forward_math", staticmethod(forward))
+    monkeypatch.setattr(layers._CompiledRMSNormAct, "backward_math", staticmethod(backward))
     torch.manual_seed(0)
-    x = torch.randn(3, 5, 6, 40).mul(3).to(dtype)  # (N, H, W, C), over the fused path's size threshold
-    weight = torch.rand(40) + 0.5
-    grad = torch.randn(x.shape).to(dtype)
-    fused = _norm_and_grads(rms_norm_act, x, weight, act, grad)
-    plain = _norm_and_grads(plain_rms_norm_act, x, weight, act, grad)
-    # by hand: y = x / sqrt(mean(x^2) + eps) * w, then SiLU
-    xf = x.float()
-    by_hand = xf / (xf.pow(2).mean(-1, keepdim=True) + 1e-4).sqrt() * weight
-    by_hand = by_hand.to(dtype).float()
-    by_hand = by_hand * torch.sigmoid(by_hand) if act else by_hand
-    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(plain[0].float(), by_hand, **tol)
-    for a, b in zip(fused, plain):
+    x = torch.randn(2, 6, 6, 8).to(torch.bfloat16)
+    weight = torch.rand(8) + 0.5
+    grad = torch.randn(x.shape).to(torch.bfloat16)
+    with pytest.warns(UserWarning, match="compile.norms: Inductor could not compile .*RuntimeError: C\\+\\+ compile"):
+        compiled = _norm_and_grads(layers.compiled_rms_norm_act, x, weight, True, grad)
+    assert failing.failed and not working.failed
+    eager = _norm_and_grads(rms_norm_act, x, weight, True, grad)
+    for a, b in zip(compiled, eager):
         assert a.dtype == b.dtype
-        torch.testing.assert_close(a.float(), b.float(), **tol)
+        torch.testing.assert_close(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the next call neither tries again nor warns
+        _norm_and_grads(layers.compiled_rms_norm_act, x, weight, True, grad)
 
 
 def test_only_maps_of_the_threshold_or_more_take_the_compiled_kernel(monkeypatch):
@@ -51,7 +65,7 @@ def test_only_maps_of_the_threshold_or_more_take_the_compiled_kernel(monkeypatch
 
     def recording(x, weight, eps, act):
         calls.append(tuple(x.shape))
-        return plain_rms_norm_act(x, weight, eps, act)
+        return rms_norm_act(x, weight, eps, act)
 
     monkeypatch.setattr(layers, "compiled_rms_norm_act", recording)
     norm = ChannelRMSNorm(4, act=True)
@@ -107,7 +121,11 @@ def test_accelerate_sets_the_threshold_on_every_channel_norm_and_only_then():
 
 
 @pytest.mark.skipif(settings.cpp_compiler() is None, reason="Inductor needs a C++ compiler for CPU kernels")
-def test_inductor_kernel_gives_the_eager_values_and_gradients():
+def test_inductor_kernel_gives_the_eager_values_and_gradients(monkeypatch):
+    forward = layers._CompiledOnFirstUse(layers._rms_norm_act_forward)
+    backward = layers._CompiledOnFirstUse(layers._rms_norm_act_backward)
+    monkeypatch.setattr(layers._CompiledRMSNormAct, "forward_math", staticmethod(forward))
+    monkeypatch.setattr(layers._CompiledRMSNormAct, "backward_math", staticmethod(backward))
     torch.manual_seed(0)
     x = torch.randn(4, 8, 16, 16).to(memory_format=torch.channels_last).to(torch.bfloat16)
     grad = torch.randn(x.shape).to(torch.bfloat16)
@@ -121,6 +139,9 @@ def test_inductor_kernel_gives_the_eager_values_and_gradients():
         y = norm(xi)
         y.backward(grad)
         results.append((y.detach(), xi.grad, norm.weight.grad))
+    if forward.failed or backward.failed:  # warned; the fallback test covers what the run then does
+        pytest.skip("Inductor could not build these kernels here (e.g. under ATEN_CPU_CAPABILITY=default)")
+    assert forward.compiled is not None and backward.compiled is not None
     for eager, compiled in zip(*results):
         assert eager.dtype == compiled.dtype and eager.shape == compiled.shape
         torch.testing.assert_close(compiled.float(), eager.float(), rtol=2e-2, atol=3e-2)

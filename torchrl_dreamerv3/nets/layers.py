@@ -7,6 +7,7 @@ and the ``Linear -> RMSNorm -> SiLU`` ordering everywhere.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +111,33 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 _FUSED_NORM_MIN_NUMEL = 32768  # below this, F.rms_norm's per-op cost is smaller than _RMSNormAct's call cost
 
 
+def _rms_norm_act_forward(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                          act: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused norm's forward: ``(silu(y) or y, r)``, ``y = x * r * weight``, ``r = rsqrt(mean(x^2) + eps)``."""
+    size, xf = x.shape[-1], x.float()  # x itself when float32
+    ms = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(size)  # one read of x
+    r = ms.add_(eps).rsqrt_()
+    y = (xf * r).mul_(weight).to(x.dtype)
+    return (F.silu(y) if act else y), r
+
+
+def _rms_norm_act_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, r: torch.Tensor, act: bool,
+                           need_x: bool, need_weight: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The fused norm's backward: ``(dL/dx, dL/dweight)`` from ``dL/d output`` and what the forward held."""
+    size = x.shape[-1]
+    xhat = x.float() * r
+    own = act or grad.dtype != torch.float32  # gy below is a fresh buffer: in-place is safe
+    gy = torch.ops.aten.silu_backward(grad, (xhat * weight).to(x.dtype)) if act else grad  # dL/dy
+    gy = gy.float()
+    grad_weight = (gy * xhat).reshape(-1, size).sum(0) if need_weight else None
+    grad_x = None
+    if need_x:
+        g = gy.mul_(weight) if own else gy * weight  # dL/dxhat
+        dot = (g * xhat).sum(-1, keepdim=True).div_(size)
+        grad_x = g.addcmul_(xhat, dot, value=-1.0).mul_(r).to(x.dtype)  # r * (g - xhat * mean(g * xhat))
+    return grad_x, grad_weight
+
+
 class _RMSNormAct(torch.autograd.Function):
     """``y = x * rsqrt(mean(x^2) + eps) * weight`` over the last axis, then optionally ``silu(y)``.
 
@@ -124,34 +152,23 @@ class _RMSNormAct(torch.autograd.Function):
     held for the backward, never a float32 copy of it.
     """
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
-        size, xf = x.shape[-1], x.float()  # x itself when float32
-        ms = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(size)  # one read of x
-        r = ms.add_(eps).rsqrt_()
-        y = (xf * r).mul_(weight).to(x.dtype)
-        ctx.act, ctx.size = act, size
+    forward_math = staticmethod(_rms_norm_act_forward)
+    backward_math = staticmethod(_rms_norm_act_backward)
+
+    @classmethod
+    def forward(cls, ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
+        out, r = cls.forward_math(x, weight, eps, act)
+        ctx.act = act
         # y is not kept for SiLU's backward: the backward recomputes it with the same two products (the
         # same values), which costs one pass there and saves a tensor the size of x per layer until then
         ctx.save_for_backward(x, weight, r)
-        return F.silu(y) if act else y
+        return out
 
-    @staticmethod
+    @classmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
+    def backward(cls, ctx, grad: torch.Tensor):
         x, weight, r = ctx.saved_tensors
-        xhat = x.float() * r
-        own = ctx.act or grad.dtype != torch.float32  # gy below is a fresh buffer: in-place is safe
-        gy = torch.ops.aten.silu_backward(grad, (xhat * weight).to(x.dtype)) if ctx.act else grad  # dL/dy
-        gy = gy.float()
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = (gy * xhat).reshape(-1, ctx.size).sum(0)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            g = gy.mul_(weight) if own else gy * weight  # dL/dxhat
-            dot = (g * xhat).sum(-1, keepdim=True).div_(ctx.size)
-            grad_x = g.addcmul_(xhat, dot, value=-1.0).mul_(r).to(x.dtype)  # r * (g - xhat * mean(g * xhat))
+        grad_x, grad_weight = cls.backward_math(grad, x, weight, r, ctx.act, *ctx.needs_input_grad[:2])
         return grad_x, grad_weight, None, None
 
 
@@ -169,22 +186,39 @@ def rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -
     return F.silu(y) if act else y
 
 
-def plain_rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
-    """:func:`rms_norm_act` written as plain ops, for a compiler to fuse into one pass forward and one backward."""
-    xf = x.float()
-    y = (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps) * weight).to(x.dtype)
-    return F.silu(y) if act else y
+class _CompiledOnFirstUse:
+    """``fn`` through ``torch.compile`` (Inductor, one kernel per shape, made on first use). Where Inductor cannot
+    build a kernel on this machine, warns once and runs ``fn`` eager from then on: a run never stops for it."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled, self.failed = fn, None, False
+
+    def __call__(self, *args):
+        if not self.failed:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=False)
+                return self.compiled(*args)
+            except Exception as error:  # noqa: BLE001 - any compiler failure; a real error re-raises eager below
+                self.failed = True
+                first_line = (str(error).splitlines() or [""])[0][:200]
+                warnings.warn(f"compile.norms: Inductor could not compile {self.fn.__name__} on this machine "
+                              f"({type(error).__name__}: {first_line}); it runs eager", stacklevel=2)
+        return self.fn(*args)
 
 
-_compiled_rms_norm_act = None
+class _CompiledRMSNormAct(_RMSNormAct):
+    """:class:`_RMSNormAct` with its forward and its backward math each compiled into one kernel: the same saved
+    tensors (the same memory), and both compiled outside autograd's graph, so that a compiler failure on this
+    machine falls back to the eager math instead of failing the backward pass."""
+
+    forward_math = staticmethod(_CompiledOnFirstUse(_rms_norm_act_forward))
+    backward_math = staticmethod(_CompiledOnFirstUse(_rms_norm_act_backward))
 
 
 def compiled_rms_norm_act(x: torch.Tensor, weight: torch.Tensor, eps: float, act: bool) -> torch.Tensor:
-    """:func:`plain_rms_norm_act` compiled (Inductor, one graph per shape, made on first use)."""
-    global _compiled_rms_norm_act
-    if _compiled_rms_norm_act is None:
-        _compiled_rms_norm_act = torch.compile(plain_rms_norm_act, dynamic=False)
-    return _compiled_rms_norm_act(x, weight, eps, act)
+    """:func:`rms_norm_act`'s function with its forward and backward compiled (:class:`_CompiledRMSNormAct`)."""
+    return _CompiledRMSNormAct.apply(x, weight, eps, act)
 
 
 class ChannelRMSNorm(nn.Module):
