@@ -123,12 +123,13 @@ def accelerate(learner: nn.Module | None, acc: Acceleration, agent: nn.Module | 
     for owner in (learner, *policies):
         if owner is not None:
             owner.forward_context = acc.autocast
-    if acc.compile:
-        # One code object (e.g. MLPHead.forward) serves every head instance, each at its own batch
-        # shapes and grad modes: more cache entries than Dynamo's default limit of 8, all legitimate.
+    if acc.compile or acc.compile_norms:
+        # One code object (e.g. MLPHead.forward, the norm's math) serves many instances or stages, each at its
+        # own shapes and grad modes: more cache entries than Dynamo's default limit of 8, all legitimate.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _CACHE_ENTRIES)
         torch._dynamo.config.accumulated_recompile_limit = max(
             torch._dynamo.config.accumulated_recompile_limit, 16 * _CACHE_ENTRIES)
+    if acc.compile:
         _compile_agent(agent, acc)
     elif acc.compile_norms:
         _compile_channel_norms(agent)
@@ -139,11 +140,6 @@ def _compile_channel_norms(agent: nn.Module) -> None:
     """The conv stacks' channel norms of large maps through the compiled kernel (``compile_norms``)."""
     from ...nets.layers import ChannelRMSNorm
 
-    # one compiled graph per map shape, grad mode and act flag: the encoder's and decoder's stages exceed
-    # Dynamo's default of 8 entries for the one code object
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _CACHE_ENTRIES)
-    torch._dynamo.config.accumulated_recompile_limit = max(
-        torch._dynamo.config.accumulated_recompile_limit, 16 * _CACHE_ENTRIES)
     for module in agent.modules():
         if isinstance(module, ChannelRMSNorm):
             module.compiled_min_numel = COMPILED_NORM_MIN_NUMEL
