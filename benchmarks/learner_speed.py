@@ -13,7 +13,7 @@ Commands (run from the repository root)::
     python benchmarks/learner_speed.py --size size1m --obs image64 --strided --compare-torchrl --updates 6
     python benchmarks/learner_speed.py --size size1m --obs vector17 --action cont6 --compare-torchrl --updates 6
     python benchmarks/learner_speed.py --size size12m --obs image64 --updates 3          # ours only
-    python benchmarks/learner_speed.py --size size1m --obs image64 --profile --updates 3  # phase shares
+    python benchmarks/learner_speed.py --size size1m --obs image64 --profile --updates 3  # phase shares, top ops
     python benchmarks/learner_speed.py --algo dreamerv2 --obs image64 --updates 3         # an earlier generation
     python benchmarks/learner_speed.py --compile --precision bf16 --compare-torchrl --device cuda  # compiled bf16
 
@@ -208,13 +208,16 @@ PHASES = {  # agent module -> phase name; the losses and the optimiser are timed
 }
 
 
+TOP_OPS = 20  # rows of the --profile op table
+
+
 def profile(ours: OurLearner, updates: int) -> None:
     """Exclusive wall time per phase of our update (median over ``updates``, after one warm-up).
 
     Phases are nested wrappers around the agent's modules, the three losses, ``backward``, the
     optimiser and the slow-critic update; time is charged to the innermost phase, so a loss's
     "(other)" share is its own math, and ``heads/critic`` sums every critic pass (actor loss,
-    value loss, slow critic). For single ops use torch.profiler on ``ours.update``.
+    value loss, slow critic). Then the top ops of one more update (:func:`top_ops`).
     """
     import collections
 
@@ -261,6 +264,27 @@ def profile(ours: OurLearner, updates: int) -> None:
     for name in sorted(runs[0], key=lambda k: -statistics.median(r.get(k, 0.0) for r in runs)):
         ms = statistics.median(r.get(name, 0.0) for r in runs) * 1000
         print(f"  {ms:8.1f} ms {100 * ms / total / 1000:5.1f} %  {name}")
+    top_ops(ours)
+
+
+def top_ops(ours: OurLearner, rows: int = TOP_OPS) -> None:
+    """The ops of one more update by their own (exclusive) CPU time, from ``torch.profiler``.
+
+    Profiled alone, so the phase wrappers above add nothing to it. A single op's time is only
+    meaningful with the core to itself: a job beside it preempts ops at random, and the stall is charged
+    to whichever op was running.
+    """
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        ours.update()
+        ours.synchronize()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"top {rows} ops of one update by own CPU time (profiled, total {total / 1000:.0f} ms):")
+    for event in events[:rows]:
+        print(f"  {event.self_cpu_time_total / 1000:8.1f} ms {100 * event.self_cpu_time_total / total:5.1f} % "
+              f"{event.count:6d} calls  {event.key}")
 
 
 # ---------------------------------------------------------------- command line
