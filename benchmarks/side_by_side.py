@@ -18,7 +18,7 @@ each with its console log beside it. Then the script reads both sides' logs and 
   first reached the target, and the internals per side (median over seeds) in env-step bins.
 
 Both sides log every 60 s the mean of their updates since the last log (the reference's ``train_agg``; ours
-``train/...`` csv files, ``MetricMean``). Env steps are agent steps on both sides (the reference counts Atari
+``train/...`` csv files, ``MetricMean``). Env steps are agent steps on both sides (the reference logs Atari
 frames: divided by the action repeat here). What each name is, and where the two definitions differ:
 
 ============== =================================== ====================== =====================================
@@ -66,7 +66,8 @@ from learning import SMALL, seed_summary  # noqa: E402
 #: The reference's float32, one-env, one-thread CPU setting, and its output (scope is not installed).
 REFERENCE_CPU = ["--jax.platform", "cpu", "--jax.prealloc", "False", "--jax.compute_dtype", "float32",
                  "--run.envs", "1", "--logger.outputs", "jsonl", "--run.log_every", "60", "--run.save_every", "0"]
-#: name -> both sides' settings. ``frames``: the reference's step counter per agent step.
+#: name -> both sides' settings. ``frames``: the reference's logged step per agent step (its logger multiplies the
+#: step counter by the action repeat; ``run.steps`` and the train ratio count agent steps).
 TASKS = {
     # benchmarks/learning.py's small CartPole settings
     "cartpole": dict(
@@ -142,7 +143,7 @@ def reference_command(task: dict, seed: int, steps: int, logdir: Path, lr: float
                       launcher: Path, python: str) -> list[str]:
     lr_flag = ["--agent.opt.lr", f"{lr:g}"] if lr is not None else []
     return [*_pinned(core), python, str(launcher), "--logdir", str(logdir), *task["reference"], *REFERENCE_CPU,
-            *lr_flag, "--run.steps", str(steps * task["frames"]), "--seed", str(seed)]
+            *lr_flag, "--run.steps", str(steps), "--seed", str(seed)]  # agent steps: only its logger counts frames
 
 
 def reference_paths(reference: Path) -> tuple[Path, Path]:
@@ -207,6 +208,14 @@ def read_reference(logdir: Path, frames: int):
         if rec:
             internals.setdefault("loss_rec", []).append((step, float(sum(rec))))
     return episodes, internals
+
+
+def until(run: tuple, steps: int) -> tuple:
+    """``run`` (episodes, internals) cut at ``steps`` env steps: a side stopped after the others (or a longer run
+    read again) compares over the same steps."""
+    episodes, internals = run
+    return ([e for e in episodes if e[0] <= steps],
+            {name: [p for p in points if p[0] <= steps] for name, points in internals.items()})
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -357,8 +366,8 @@ def main() -> None:
 
     runs = {}
     for seed in args.seeds:
-        runs[("ours", seed)] = read_ours(rundir / f"ours_s{seed}")
-        runs[("reference", seed)] = read_reference(reference_dir / f"reference_s{seed}", task["frames"])
+        runs[("ours", seed)] = until(read_ours(rundir / f"ours_s{seed}"), steps)
+        runs[("reference", seed)] = until(read_reference(reference_dir / f"reference_s{seed}", task["frames"]), steps)
     missing = [f"{side} seed {seed}" for (side, seed), (episodes, _) in runs.items() if not episodes]
     if missing:
         print(f"no episodes yet for: {', '.join(missing)} (under {rundir})")

@@ -18,7 +18,8 @@ def test_the_commands_give_both_sides_the_same_settings(sbs, tmp_path):
     ref = sbs.reference_command(task, 3, 1000, tmp_path / "r", 3e-4, None, Path("launch.py"), "py")
     flag = lambda name: ref[ref.index(name) + 1]  # noqa: E731
     assert flag("--seed") == "3" and flag("--agent.opt.lr") == "0.0003" and flag("--batch_length") == "32"
-    assert flag("--run.steps") == "4000"  # the reference counts Atari frames: 4 per agent step
+    # run.steps counts agent steps on both sides (the reference's logger alone multiplies by the action repeat)
+    assert flag("--run.steps") == "1000"
     assert flag("--run.train_ratio") == "64" and flag("--jax.compute_dtype") == "float32"
     assert "precision=float32" in ours  # the reference's float32, whatever the default precision=auto picks here
     road = sbs.TASKS["road_runner"]  # the settings of our 2.5-hour CPU runs, on both sides
@@ -27,7 +28,7 @@ def test_the_commands_give_both_sides_the_same_settings(sbs, tmp_path):
     assert {"env.task=road_runner", "opt.lr=3e-4", "opt.warmup=100", "run.train_ratio=64"} <= set(road_ours)
     road_flag = lambda name: road_ref[road_ref.index(name) + 1]  # noqa: E731
     assert road_flag("--task") == "atari100k_road_runner" and road_flag("--agent.opt.lr") == "3e-4"
-    assert road_flag("--agent.opt.warmup") == "100" and road_flag("--run.steps") == "400"
+    assert road_flag("--agent.opt.warmup") == "100" and road_flag("--run.steps") == "100"
     cart = sbs.TASKS["cartpole"]
     assert "opt.lr=3e-4" in sbs.ours_command(cart, 0, 10, tmp_path, None, None)  # the task's own lr when not given
     assert "--agent.opt.lr" in sbs.reference_command(cart, 0, 10, tmp_path, None, None, Path("l"), "p")
@@ -76,3 +77,11 @@ def test_the_tables_give_the_first_reach_and_the_binned_medians(sbs):
     assert "| reference | 0 | 30 | 10.0 | not reached |" in text
     assert "| entropy | 0.35 / 0.5 |" in text
     assert sbs._moving_mean([(1, 1.0), (2, 3.0), (3, 5.0)], 2) == [(2, 2.0), (3, 4.0)]
+
+
+def test_both_sides_are_compared_over_the_same_steps(sbs):
+    episodes = [(100, 1.0), (12_000, 2.0), (12_400, 3.0)]
+    internals = {"entropy": [(60, 2.9), (11_990, 2.5), (12_300, 2.0)]}
+    cut_episodes, cut_internals = sbs.until((episodes, internals), 12_000)
+    assert cut_episodes == [(100, 1.0), (12_000, 2.0)]
+    assert cut_internals == {"entropy": [(60, 2.9), (11_990, 2.5)]}
