@@ -24,4 +24,3 @@ def test_profile_prints_phase_shares_then_the_top_ops_by_own_time(learner_speed,
     assert own_ms == sorted(own_ms, reverse=True)  # by own time, largest first
     assert any(m.group(4).startswith("aten::") for m in parsed)  # single ops, not phases
     assert 0 < sum(float(m.group(2)) for m in parsed) <= 100.5
-
