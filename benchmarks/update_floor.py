@@ -100,7 +100,7 @@ def _arguments(func, args: tuple, kwargs: tuple) -> tuple[tuple, dict]:
     args, kwargs = _build(args), {k: _build(v) for k, v in kwargs}
     if func is aten.max_pool2d_with_indices_backward.default:
         # indices that point into their windows, as the forward makes them (zeros would all hit one element)
-        grad, like, kernel, stride, padding, dilation, ceil = args[:7]
+        like, kernel, stride, padding, dilation, ceil = args[1:7]
         args = (*args[:7], aten.max_pool2d_with_indices(like.normal_(), kernel, stride, padding, dilation, ceil)[1])
     return args, kwargs
 
